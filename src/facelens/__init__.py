@@ -1,0 +1,54 @@
+"""facelens: find, align, embed and compare faces on a plain CPU.
+
+The public API in a few names:
+
+    import facelens
+    faces = facelens.detect("group.jpg")           # boxes, 5 landmarks, scores
+    faces = facelens.embed("group.jpg")            # ... plus 512-d embeddings
+    result = facelens.verify("a.jpg", "b.jpg")     # same person? at FAR 1e-3
+    fa = facelens.FaceAnalyzer(threads=2)          # configure once, reuse
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from facelens.errors import FacelensError, ImageError, ModelNotFoundError, NoFaceError
+from facelens.io import ImageSource, load_image
+from facelens.pipeline import FaceAnalyzer
+from facelens.types import Face, ImageResult, Verification
+from facelens.verify import verify
+
+__version__ = "0.1.0"
+
+
+@lru_cache(maxsize=4)
+def _analyzer(detector: str, recognizer: str) -> FaceAnalyzer:
+    return FaceAnalyzer(detector=detector, recognizer=recognizer)
+
+
+def detect(image: ImageSource, detector: str = "scrfd-500m") -> list[Face]:
+    """Faces (box, five landmarks, score) in one image, best first."""
+    return _analyzer(detector, "arcface-mbf").detect(image)
+
+
+def embed(image: ImageSource, detector: str = "scrfd-500m", recognizer: str = "arcface-mbf") -> list[Face]:
+    """Faces of one image with their L2-normalised embeddings."""
+    return _analyzer(detector, recognizer).analyze(image)
+
+
+__all__ = [
+    "Face",
+    "FaceAnalyzer",
+    "FacelensError",
+    "ImageError",
+    "ImageResult",
+    "ModelNotFoundError",
+    "NoFaceError",
+    "Verification",
+    "__version__",
+    "detect",
+    "embed",
+    "load_image",
+    "verify",
+]

@@ -1,0 +1,66 @@
+"""Alignment: a similarity transform from five landmarks to the ArcFace 112x112 template.
+
+The transform is the least-squares similarity (Umeyama, 1991): rotation, uniform scale and
+translation, no shear, so a face is never distorted to fit the template.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# The reference points the ArcFace models were trained with (InsightFace's `arcface_dst`), in a
+# 112x112 crop: left eye, right eye, nose tip, left mouth corner, right mouth corner.
+ARCFACE_TEMPLATE = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float32,
+)
+ARCFACE_SIZE = 112
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 matrix M minimising sum ||M [src;1] - dst||^2 over similarities (Umeyama).
+
+    Needs at least two distinct points; with reflection excluded (det of the rotation is +1).
+    """
+    src = np.asarray(src, dtype=np.float64).reshape(-1, 2)
+    dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
+    if src.shape != dst.shape or len(src) < 2:
+        raise ValueError("similarity_transform needs two equal-length sets of at least 2 points")
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    cov = dst_c.T @ src_c / len(src)
+    u, s, vt = np.linalg.svd(cov)
+    d = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[1, 1] = -1.0
+    rotation = u @ d @ vt
+    src_var = (src_c**2).sum() / len(src)
+    scale = float(np.trace(np.diag(s) @ d) / src_var) if src_var > 0 else 1.0
+    matrix = np.empty((2, 3))
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = dst_mean - scale * rotation @ src_mean
+    return matrix.astype(np.float32)
+
+
+def estimate_norm(landmarks: np.ndarray, size: int = ARCFACE_SIZE) -> np.ndarray:
+    """Transform taking five ArcFace-order landmarks to the template scaled to `size`."""
+    template = ARCFACE_TEMPLATE * (size / ARCFACE_SIZE)
+    return similarity_transform(landmarks, template)
+
+
+def norm_crop(image: np.ndarray, landmarks: np.ndarray, size: int = ARCFACE_SIZE) -> np.ndarray:
+    """The aligned size x size crop of the face whose five landmarks are given."""
+    matrix = estimate_norm(landmarks, size)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderValue=0.0)
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return (points @ matrix[:, :2].T.astype(np.float64) + matrix[:, 2]).astype(np.float32)

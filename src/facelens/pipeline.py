@@ -1,0 +1,181 @@
+"""The analyzer: a detector and a recognizer configured once, loaded once, used many times.
+
+Parallelism is across images, not inside a model: each onnxruntime session runs one intra-op
+thread (on these small models one thread is as fast as two), and `threads` images are processed
+at once. onnxruntime releases the GIL, so plain threads use every core.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from facelens.detect import create_detector
+from facelens.detect.base import Detector
+from facelens.embed import create_recognizer
+from facelens.embed.base import Recognizer
+from facelens.errors import ConfigError, FacelensError
+from facelens.io import ImageSource, load_image
+from facelens.models.registry import REQUIRES
+from facelens.models.store import model_path
+from facelens.types import Face, ImageResult
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def source_label(source: Any) -> str:
+    if isinstance(source, str | os.PathLike):
+        return str(source)
+    if isinstance(source, np.ndarray):
+        return f"array{tuple(source.shape)}"
+    return type(source).__name__
+
+
+class FaceAnalyzer:
+    """Detect, align and embed faces.
+
+    >>> fa = FaceAnalyzer()                        # SCRFD-500M + ArcFace MobileFaceNet
+    >>> faces = fa.analyze("group.jpg")            # boxes, 5 points, scores, 512-d embeddings
+    >>> results = fa.analyze_batch(paths)          # one ImageResult per path, bad files reported
+
+    Parameters: `detector`, `recognizer` (registry names), `threads` (images processed at once;
+    default: the CPUs this process may use), `flip` (flip test-time augmentation of embeddings),
+    `det_size` (longest side of the first detection input), `det_threshold`, `min_face` (pixels).
+    """
+
+    def __init__(
+        self,
+        detector: str = "scrfd-500m",
+        recognizer: str = "arcface-mbf",
+        threads: int | None = None,
+        flip: bool = False,
+        det_size: int = 640,
+        det_threshold: float = 0.5,
+        min_face: float = 0.0,
+    ) -> None:
+        self.detector = detector
+        self.recognizer = recognizer
+        self.threads = threads
+        self.flip = flip
+        self.det_size = det_size
+        self.det_threshold = det_threshold
+        self.min_face = min_face
+        self._detector: Detector | None = None
+        self._recognizer: Recognizer | None = None
+
+    # -- lazily built parts ------------------------------------------------------------------
+    @property
+    def detector_model(self) -> Detector:
+        if self._detector is None:
+            if self.det_size < 32 or self.det_size % 32:
+                raise ConfigError(f"det_size must be a positive multiple of 32, got {self.det_size}")
+            if not 0.0 < self.det_threshold < 1.0:
+                raise ConfigError(f"det_threshold must be between 0 and 1, got {self.det_threshold}")
+            params: dict[str, Any] = {"min_face": self.min_face}
+            if self.detector == "scrfd-500m":
+                params.update(max_size=self.det_size, score_threshold=self.det_threshold)
+            self._detector = create_detector(self.detector, **params)
+        return self._detector
+
+    @property
+    def recognizer_model(self) -> Recognizer:
+        if self._recognizer is None:
+            params: dict[str, Any] = {"flip": self.flip} if self.recognizer == "arcface-mbf" else {}
+            self._recognizer = create_recognizer(self.recognizer, **params)
+        return self._recognizer
+
+    @property
+    def n_threads(self) -> int:
+        return self.threads if self.threads and self.threads > 0 else default_threads()
+
+    def check_models(self, embed: bool = True) -> None:
+        """Raise `ModelNotFoundError` (naming the pull command) unless every model needed is installed.
+
+        Called before a batch, so a missing model is one error rather than one per file.
+        """
+        names = [self.detector] + ([self.recognizer] if embed else [])
+        for name in names:
+            for model in REQUIRES.get(name, ()):
+                model_path(model)
+        _ = self.detector_model
+        if embed:
+            _ = self.recognizer_model
+
+    # -- one image ---------------------------------------------------------------------------
+    def detect(self, image: ImageSource) -> list[Face]:
+        """Faces (box, five landmarks, score) in one image, best score first."""
+        return self.detector_model.detect(load_image(image))
+
+    def embed(self, image: ImageSource, faces: list[Face]) -> list[Face]:
+        """Fill in the embedding of each face of `image` (in place) and return the faces."""
+        if not faces:
+            return faces
+        pixels = load_image(image)
+        vectors = self.recognizer_model.embed_faces(pixels, faces)
+        for face, vector in zip(faces, vectors, strict=True):
+            face.embedding = vector
+            face.recognizer = self.recognizer
+        return faces
+
+    def analyze(self, image: ImageSource) -> list[Face]:
+        """Detect and embed every face of one image."""
+        pixels = load_image(image)
+        return self.embed(pixels, self.detector_model.detect(pixels))
+
+    def _analyze_one(self, source: ImageSource, embed: bool) -> ImageResult:
+        label = source_label(source)
+        try:
+            pixels = load_image(source)
+            faces = self.detector_model.detect(pixels)
+            if embed:
+                self.embed(pixels, faces)
+        except FacelensError as exc:
+            return ImageResult(source=label, error=str(exc))
+        return ImageResult(source=label, faces=faces, width=pixels.shape[1], height=pixels.shape[0])
+
+    # -- many images -------------------------------------------------------------------------
+    def analyze_batch(
+        self,
+        sources: Sequence[ImageSource] | Iterable[ImageSource],
+        embed: bool = True,
+        on_result: Callable[[ImageResult], None] | None = None,
+    ) -> list[ImageResult]:
+        """One `ImageResult` per source, in order; a bad file becomes a result with `error` set.
+
+        `on_result` is called as each image finishes (for progress bars and streaming output).
+        Errors a user must fix before anything can work (a missing model, a bad option) are raised
+        at once rather than repeated for every file.
+        """
+        sources = list(sources)
+        self.check_models(embed)
+        if self.n_threads == 1 or len(sources) <= 1:
+            results = []
+            for src in sources:
+                results.append(self._analyze_one(src, embed))
+                if on_result:
+                    on_result(results[-1])
+            return results
+        with ThreadPoolExecutor(max_workers=self.n_threads) as pool:
+            futures = [pool.submit(self._analyze_one, src, embed) for src in sources]
+            results = []
+            for future in futures:
+                results.append(future.result())
+                if on_result:
+                    on_result(results[-1])
+        return results
+
+    def __repr__(self) -> str:
+        return (f"FaceAnalyzer(detector={self.detector!r}, recognizer={self.recognizer!r}, "
+                f"threads={self.threads}, flip={self.flip})")
+
+
+def largest_face(faces: list[Face]) -> Face | None:
+    """The face a single-subject photo is about: the largest box."""
+    return max(faces, key=lambda f: f.area, default=None)
+
