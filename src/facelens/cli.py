@@ -330,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: every error a user can cause ends as one line and exit code 2, never a traceback."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=argv, standalone_mode=False)
+        # without standalone mode click returns the code of a typer.Exit instead of raising it
+        code = app(args=argv, standalone_mode=False)
+        return code if isinstance(code, int) else EXIT_OK
     except typer.Exit as exc:
         return exc.exit_code
     except FacelensError as exc:
@@ -347,7 +349,6 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         fail(f"unexpected {type(exc).__name__}: {exc} (please report this)")
         return EXIT_ERROR
-    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,5 @@
+import sys
+
+from facelens.cli import main
+
+sys.exit(main())
