@@ -135,3 +135,20 @@ def test_paths_are_reported_verbatim(tmp_path):
     with pytest.raises(ImageError) as info:
         load_image(weird)
     assert str(Path(weird)) in str(info.value)
+
+
+def test_reduced_jpeg_decode_maps_back(tmp_path):
+    from facelens.io import decode_image
+
+    rng = np.random.default_rng(1)
+    arr = rng.integers(0, 255, (1100, 900, 3), dtype=np.uint8)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(arr).save(path, quality=90)
+    full = decode_image(path)
+    reduced = decode_image(path, max_side=256)
+    assert full.scale == 1.0 and full.pixels.shape == (1100, 900, 3)
+    # 1/4 scale keeps the longest side >= 256 (1/8 would give 138)
+    assert reduced.scale == 4.0 and reduced.pixels.shape == (275, 225, 3)
+    assert (reduced.width, reduced.height) == (900, 1100)
+    small = decode_image(path, max_side=1000)  # not at least twice max_side: decoded in full
+    assert small.scale == 1.0

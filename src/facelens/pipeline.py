@@ -19,7 +19,7 @@ from facelens.detect.base import Detector
 from facelens.embed import create_recognizer
 from facelens.embed.base import Recognizer
 from facelens.errors import ConfigError, FacelensError
-from facelens.io import ImageSource, load_image
+from facelens.io import ImageSource, decode_image, load_image
 from facelens.models.registry import REQUIRES
 from facelens.models.store import model_path
 from facelens.types import Face, ImageResult
@@ -46,7 +46,10 @@ class FaceAnalyzer:
 
     Parameters: `detector`, `recognizer` (registry names), `threads` (images processed at once;
     default: the CPUs this process may use), `flip` (flip test-time augmentation of embeddings),
-    `det_size` (longest side of the first detection input), `det_threshold`, `min_face` (pixels).
+    `det_size` (longest side of the first detection input), `det_threshold`, `min_face` (pixels),
+    `decode_size` (JPEGs at least twice this long are decoded at 1/2, 1/4 or 1/8 scale, never below
+    it: a 36 MP photo decodes several times faster and its faces keep far more than the 112 px the
+    recognizer uses; 0 always decodes in full). Boxes and landmarks are always in the file's pixels.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class FaceAnalyzer:
         det_size: int = 640,
         det_threshold: float = 0.5,
         min_face: float = 0.0,
+        decode_size: int = 2048,
     ) -> None:
         self.detector = detector
         self.recognizer = recognizer
@@ -66,6 +70,7 @@ class FaceAnalyzer:
         self.det_size = det_size
         self.det_threshold = det_threshold
         self.min_face = min_face
+        self.decode_size = decode_size
         self._detector: Detector | None = None
         self._recognizer: Recognizer | None = None
 
@@ -131,13 +136,16 @@ class FaceAnalyzer:
     def _analyze_one(self, source: ImageSource, embed: bool) -> ImageResult:
         label = source_label(source)
         try:
-            pixels = load_image(source)
-            faces = self.detector_model.detect(pixels)
+            decoded = decode_image(source, max_side=self.decode_size)
+            faces = self.detector_model.detect(decoded.pixels)
             if embed:
-                self.embed(pixels, faces)
+                self.embed(decoded.pixels, faces)
         except FacelensError as exc:
             return ImageResult(source=label, error=str(exc))
-        return ImageResult(source=label, faces=faces, width=pixels.shape[1], height=pixels.shape[0])
+        if decoded.scale != 1.0:
+            for face in faces:
+                face.rescale(decoded.scale)
+        return ImageResult(source=label, faces=faces, width=decoded.width, height=decoded.height)
 
     # -- many images -------------------------------------------------------------------------
     def analyze_batch(

@@ -50,6 +50,12 @@ class Face:
     def area(self) -> float:
         return max(self.width, 0.0) * max(self.height, 0.0)
 
+    def rescale(self, factor: float) -> None:
+        """Scale box and landmarks in place (from a reduced decode back to the file's pixels)."""
+        self.bbox = self.bbox * np.float32(factor)
+        if self.landmarks is not None:
+            self.landmarks = self.landmarks * np.float32(factor)
+
     def to_dict(self, embedding: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
             "bbox": [round(float(v), 2) for v in self.bbox],
