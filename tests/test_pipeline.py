@@ -167,3 +167,13 @@ def test_bad_parameters():
         FaceAnalyzer(det_size=100).detect(np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(ConfigError, match="unknown detector"):
         FaceAnalyzer(detector="nope").detect(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_reduced_decode_keeps_file_coordinates(data):
+    path = data / "identities/compreface-compreface_person_a/01.jpg"  # 4912x7360 JPEG
+    full = FaceAnalyzer(threads=1, decode_size=0).analyze_batch([path])[0]
+    fast = FaceAnalyzer(threads=1, decode_size=2048).analyze_batch([path])[0]
+    assert (fast.width, fast.height) == (full.width, full.height) == (4912, 7360)
+    a, b = largest_face(full.faces), largest_face(fast.faces)
+    np.testing.assert_allclose(a.bbox, b.bbox, atol=0.01 * a.width)
+    assert float(a.embedding @ b.embedding) > 0.95
