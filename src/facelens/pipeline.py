@@ -19,7 +19,7 @@ from facelens.detect.base import Detector
 from facelens.embed import create_recognizer
 from facelens.embed.base import Recognizer
 from facelens.errors import ConfigError, FacelensError
-from facelens.io import ImageSource, decode_image, load_image
+from facelens.io import Decoded, ImageSource, decode_image, load_image
 from facelens.models.registry import REQUIRES
 from facelens.models.store import model_path
 from facelens.types import Face, ImageResult
@@ -113,12 +113,26 @@ class FaceAnalyzer:
             _ = self.recognizer_model
 
     # -- one image ---------------------------------------------------------------------------
+    def _faces(self, image: ImageSource, embed: bool) -> tuple[list[Face], Decoded]:
+        """Detect (and embed) on the decoded pixels, then map boxes back to the file's pixels."""
+        decoded = decode_image(image, max_side=self.decode_size)
+        faces = self.detector_model.detect(decoded.pixels)
+        if embed:
+            self.embed(decoded.pixels, faces)
+        if decoded.scale != 1.0:
+            for face in faces:
+                face.rescale(decoded.scale)
+        return faces, decoded
+
     def detect(self, image: ImageSource) -> list[Face]:
         """Faces (box, five landmarks, score) in one image, best score first."""
-        return self.detector_model.detect(load_image(image))
+        return self._faces(image, embed=False)[0]
 
     def embed(self, image: ImageSource, faces: list[Face]) -> list[Face]:
-        """Fill in the embedding of each face of `image` (in place) and return the faces."""
+        """Fill in the embedding of each face of `image` (in place) and return the faces.
+
+        The faces' coordinates must be in the pixels of `image` as given (an array is used as is).
+        """
         if not faces:
             return faces
         pixels = load_image(image)
@@ -130,21 +144,14 @@ class FaceAnalyzer:
 
     def analyze(self, image: ImageSource) -> list[Face]:
         """Detect and embed every face of one image."""
-        pixels = load_image(image)
-        return self.embed(pixels, self.detector_model.detect(pixels))
+        return self._faces(image, embed=True)[0]
 
     def _analyze_one(self, source: ImageSource, embed: bool) -> ImageResult:
         label = source_label(source)
         try:
-            decoded = decode_image(source, max_side=self.decode_size)
-            faces = self.detector_model.detect(decoded.pixels)
-            if embed:
-                self.embed(decoded.pixels, faces)
+            faces, decoded = self._faces(source, embed)
         except FacelensError as exc:
             return ImageResult(source=label, error=str(exc))
-        if decoded.scale != 1.0:
-            for face in faces:
-                face.rescale(decoded.scale)
         return ImageResult(source=label, faces=faces, width=decoded.width, height=decoded.height)
 
     # -- many images -------------------------------------------------------------------------
