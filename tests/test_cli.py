@@ -122,3 +122,14 @@ def test_calibrate_writes_record(data, tmp_path):
     assert set(record["thresholds"]) == {"0.01", "0.001", "0.0001"}
     # too few impostor pairs for 1e-4: the fitted tail must be the one used
     assert record["thresholds"]["0.0001"]["method"] == "gaussian-tail"
+
+
+def test_licence_clean_pipeline_verifies(data):
+    a = data / "identities/dlib-john_salley/01.jpg"
+    opts = ["--detector", "dlib-hog", "--recognizer", "dlib-resnet", "--json"]
+    same = run("verify", a, data / "identities/dlib-john_salley/02.jpg", *opts)
+    assert same.returncode == 0, same.stderr
+    record = json.loads(same.stdout)
+    assert record["recognizer"] == "dlib-resnet" and record["threshold"] > 0.8  # dlib's own calibration
+    diff = run("verify", a, data / "identities/dlib-john_simm/01.jpg", *opts)
+    assert diff.returncode == 1, diff.stderr

@@ -177,3 +177,12 @@ def test_reduced_decode_keeps_file_coordinates(data):
     a, b = largest_face(full.faces), largest_face(fast.faces)
     np.testing.assert_allclose(a.bbox, b.bbox, atol=0.01 * a.width)
     assert float(a.embedding @ b.embedding) > 0.95
+
+
+def test_rescale_moves_every_point():
+    face = Face(bbox=[10, 10, 50, 50], det_score=0.9, landmarks=np.ones((5, 2)),
+                attributes={"dlib_shape5": [[1, 2]] * 5, "dlib_margin": 0.3})
+    face.rescale(2.0)
+    np.testing.assert_allclose(face.bbox, [20, 20, 100, 100])
+    np.testing.assert_allclose(face.landmarks, 2 * np.ones((5, 2)))
+    assert face.attributes["dlib_shape5"][0] == [2, 4] and face.attributes["dlib_margin"] == 0.3

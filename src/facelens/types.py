@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+# attributes that hold (x, y) points in image pixels, scaled with the box by `Face.rescale`
+POINT_ATTRIBUTES = frozenset({"dlib_shape5"})
+
 
 @dataclass
 class Face:
@@ -55,6 +58,8 @@ class Face:
         self.bbox = self.bbox * np.float32(factor)
         if self.landmarks is not None:
             self.landmarks = self.landmarks * np.float32(factor)
+        for key in POINT_ATTRIBUTES & self.attributes.keys():
+            self.attributes[key] = (np.asarray(self.attributes[key], dtype=np.float64) * factor).tolist()
 
     def to_dict(self, embedding: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -157,7 +157,7 @@ _ENTRIES: list[ModelEntry] = [
         licence=DLIB_PUBLIC,
         commercial_use=True,
         description="dlib 5-point shape predictor (eye corners, base of the nose)",
-        outputs="5 points: right eye outer/inner, left eye outer/inner, nose base",
+        outputs="5 points: outer, inner corner of the image-right eye; same for the image-left eye; nose base",
     ),
     ModelEntry(
         name="dlib-shape68",
