@@ -186,3 +186,13 @@ def test_rescale_moves_every_point():
     np.testing.assert_allclose(face.bbox, [20, 20, 100, 100])
     np.testing.assert_allclose(face.landmarks, 2 * np.ones((5, 2)))
     assert face.attributes["dlib_shape5"][0] == [2, 4] and face.attributes["dlib_margin"] == 0.3
+
+
+def test_flip_has_its_own_calibration(data):
+    assert calibration("arcface-mbf", flip=True)["flip"] is True
+    assert threshold_for("arcface-mbf", 1e-3, flip=True) != threshold_for("arcface-mbf", 1e-3)
+    a = data / "identities/facerecognition-obama/01.jpg"
+    result = verify(a, data / "identities/facerecognition-obama/04.jpg", analyzer=FaceAnalyzer(threads=1, flip=True))
+    assert result.same and result.threshold == threshold_for("arcface-mbf", 1e-3, flip=True)
+    with pytest.raises(ConfigError, match="arcface-mbf only"):
+        FaceAnalyzer(recognizer="dlib-resnet", flip=True).analyze(a)

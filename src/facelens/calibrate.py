@@ -21,6 +21,7 @@ import numpy as np
 from facelens.errors import ConfigError
 from facelens.evaluate.metrics import all_pair_scores, rates_at, threshold_at_far
 from facelens.io import IMAGE_SUFFIXES
+from facelens.models.registry import calibration_key
 from facelens.pipeline import FaceAnalyzer, largest_face
 from facelens.types import ImageResult
 
@@ -131,7 +132,7 @@ def save_record(record: dict[str, Any], path: Path) -> None:
             existing = json.loads(path.read_text())
         except json.JSONDecodeError:
             raise ConfigError(f"{path}: existing thresholds file is not valid JSON; move it away first") from None
-    existing[record["recognizer"]] = record
+    existing[calibration_key(record["recognizer"], record["flip"])] = record
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")

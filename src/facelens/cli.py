@@ -39,6 +39,7 @@ DetectorOpt = Annotated[str, typer.Option("--detector", help="scrfd-500m, dlib-h
 RecognizerOpt = Annotated[str, typer.Option("--recognizer", help="arcface-mbf or dlib-resnet")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=0, help="images processed at once (0: all CPUs)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+FlipOpt = Annotated[bool, typer.Option("--flip", help="average each embedding with its mirror image's")]
 FarOpt = Annotated[float, typer.Option("--far", help="target false-match rate: 1e-2, 1e-3 or 1e-4")]
 
 
@@ -133,7 +134,7 @@ def embed(
     output: Annotated[Path, typer.Option("--out", help="F.npy (array + F.faces.jsonl index) or F.jsonl")],
     detector: DetectorOpt = "scrfd-500m",
     recognizer: RecognizerOpt = "arcface-mbf",
-    flip: Annotated[bool, typer.Option("--flip", help="average with the mirrored face")] = False,
+    flip: FlipOpt = False,
     largest: Annotated[bool, typer.Option("--largest", help="only the largest face of each image")] = False,
     threads: ThreadsOpt = 0,
     json_out: JsonOpt = False,
@@ -178,12 +179,14 @@ def verify(
     far: FarOpt = 1e-3,
     detector: DetectorOpt = "scrfd-500m",
     recognizer: RecognizerOpt = "arcface-mbf",
+    flip: FlipOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Same person? Exit 0 if so, 1 if not, 2 on error."""
     from facelens.verify import verify as verify_pair
 
-    result = verify_pair(image_a, image_b, far=far, analyzer=FaceAnalyzer(detector, recognizer, threads=1))
+    analyzer = FaceAnalyzer(detector, recognizer, threads=1, flip=flip)
+    result = verify_pair(image_a, image_b, far=far, analyzer=analyzer)
     if json_out:
         _print_json({"a": image_a, "b": image_b, **result.to_dict()})
     else:
@@ -201,6 +204,7 @@ def find(
     draw: Annotated[Path | None, typer.Option("--draw", help="annotated image (a folder for several)")] = None,
     detector: DetectorOpt = "scrfd-500m",
     recognizer: RecognizerOpt = "arcface-mbf",
+    flip: FlipOpt = False,
     threads: ThreadsOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
@@ -209,7 +213,7 @@ def find(
     from facelens.io import load_image
     from facelens.verify import find as find_person
 
-    analyzer = FaceAnalyzer(detector, recognizer, threads=threads)
+    analyzer = FaceAnalyzer(detector, recognizer, threads=threads, flip=flip)
     paths = [str(p) for p in expand_paths(images)]
     found = find_person(query, paths, far=far, analyzer=analyzer)
     results = [r for r, _ in found]
@@ -250,6 +254,7 @@ def calibrate(
     root: Annotated[Path, typer.Option("--root", help="folder with one sub-folder of images per person")],
     detector: DetectorOpt = "scrfd-500m",
     recognizer: RecognizerOpt = "arcface-mbf",
+    flip: FlipOpt = False,
     save: Annotated[bool, typer.Option("--save", help="store as this user's thresholds")] = False,
     output: Annotated[Path | None, typer.Option("--out", help="write/merge into this thresholds file")] = None,
     threads: ThreadsOpt = 0,
@@ -260,7 +265,7 @@ def calibrate(
     from facelens.calibrate import folder_per_person, save_record
     from facelens.models.registry import user_thresholds_path
 
-    analyzer = FaceAnalyzer(detector, recognizer, threads=threads)
+    analyzer = FaceAnalyzer(detector, recognizer, threads=threads, flip=flip)
     total = len(folder_per_person(root))
     with progress_bar(total, "calibrating") as advance:
         record = run_calibration(root, analyzer, on_result=advance)

@@ -91,6 +91,8 @@ class FaceAnalyzer:
     @property
     def recognizer_model(self) -> Recognizer:
         if self._recognizer is None:
+            if self.flip and self.recognizer != "arcface-mbf":
+                raise ConfigError(f"flip augmentation is implemented for arcface-mbf only, not {self.recognizer}")
             params: dict[str, Any] = {"flip": self.flip} if self.recognizer == "arcface-mbf" else {}
             self._recognizer = create_recognizer(self.recognizer, **params)
         return self._recognizer

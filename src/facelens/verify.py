@@ -40,7 +40,7 @@ def verify(a: Any, b: Any, far: float = 1e-3, analyzer: FaceAnalyzer | None = No
     """Are `a` and `b` the same person? Each may be an image (its largest face is used), a `Face` or
     an embedding. The threshold is the one calibrated for the recognizer at false-match rate `far`."""
     analyzer = analyzer or FaceAnalyzer()
-    threshold = threshold_for(analyzer.recognizer, far)
+    threshold = threshold_for(analyzer.recognizer, far, analyzer.flip)
     similarity = cosine_similarity(_embedding_of(a, analyzer), _embedding_of(b, analyzer))
     return Verification(
         similarity=similarity,
@@ -57,7 +57,7 @@ def find(
     """Look for the person of `query` (an image's largest face, a Face or an embedding) among every face
     of `images`: for each image, its `ImageResult` and one `Verification` per face, in face order."""
     analyzer = analyzer or FaceAnalyzer()
-    threshold = threshold_for(analyzer.recognizer, far)
+    threshold = threshold_for(analyzer.recognizer, far, analyzer.flip)
     reference = _embedding_of(query, analyzer)
     out = []
     for result in analyzer.analyze_batch(images):

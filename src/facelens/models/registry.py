@@ -227,26 +227,33 @@ def _read_json(text: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def calibration(recognizer: str) -> dict[str, Any] | None:
+def calibration_key(recognizer: str, flip: bool = False) -> str:
+    """Flip-averaged embeddings score pairs differently, so they are calibrated separately."""
+    return f"{recognizer}+flip" if flip else recognizer
+
+
+def calibration(recognizer: str, flip: bool = False) -> dict[str, Any] | None:
     """The calibration record for a recognizer: the user's own if they ran `calibrate --save`, else shipped."""
+    key = calibration_key(recognizer, flip)
     user = user_thresholds_path()
     if user.is_file():
-        record = _read_json(user.read_text()).get(recognizer)
+        record = _read_json(user.read_text()).get(key)
         if record:
             return record
     shipped = resources.files("facelens.models").joinpath("thresholds.json")
     if shipped.is_file():
-        return _read_json(shipped.read_text()).get(recognizer)
+        return _read_json(shipped.read_text()).get(key)
     return None
 
 
-def threshold_for(recognizer: str, far: float) -> float:
+def threshold_for(recognizer: str, far: float, flip: bool = False) -> float:
     """The cosine-similarity threshold measured for a target false-match rate."""
-    record = calibration(recognizer)
+    record = calibration(recognizer, flip)
     if not record:
+        flag = " --flip" if flip else ""
         raise ConfigError(
-            f"no calibrated thresholds for {recognizer!r}; run `facelens calibrate --recognizer {recognizer} "
-            "--root DIR --save` on a folder-per-person set"
+            f"no calibrated thresholds for {calibration_key(recognizer, flip)!r}; run `facelens calibrate "
+            f"--recognizer {recognizer}{flag} --root DIR --save` on a folder-per-person set"
         )
     table = {float(k): float(v["threshold"]) for k, v in record["thresholds"].items()}
     if far in table:
