@@ -53,8 +53,34 @@ def l2n(x: np.ndarray) -> np.ndarray:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (Linux reports ru_maxrss in KiB)."""
+    """This process's peak resident set size so far, in MiB.
+
+    VmHWM from /proc/self/status: it starts afresh at exec. ru_maxrss does not (Linux carries the
+    parent's RSS at fork into a child's ru_maxrss), so it is only the fallback off Linux.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def system_busy_seconds() -> float | None:
+    """CPU seconds all CPUs have spent busy since boot (from /proc/stat), or None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    values = [int(v) for v in fields]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def cpu_seconds() -> float:
@@ -125,7 +151,7 @@ class Peer:
     dim = 512
     can_split = True  # detection and embedding can be timed apart
 
-    def load(self, threads: int) -> None:
+    def load(self, threads: int, **options: Any) -> None:
         raise NotImplementedError
 
     def e2e(self, paths: Sequence[str], budget_s: float | None = None) -> list[Faces]:
@@ -150,15 +176,25 @@ class Peer:
 
 
 class FacelensPeer(Peer):
-    """facelens.FaceAnalyzer: `threads` images at once, each session one intra-op thread."""
+    """facelens.FaceAnalyzer: `threads` images at once, each session one intra-op thread.
+
+    `decode_size=0` makes FaceAnalyzer decode every file in full, exactly as `load_image` does for the
+    other systems; facelens' default decodes big JPEGs at a reduced scale (Pillow's draft mode).
+    """
 
     name = "facelens"
 
-    def load(self, threads: int) -> None:
+    def load(self, threads: int, **options: Any) -> None:
+        import inspect
+
         from facelens import FaceAnalyzer
 
         self.threads = threads
-        self.fa = FaceAnalyzer(detector="scrfd-500m", recognizer="arcface-mbf", threads=threads)
+        kwargs: dict[str, Any] = {}
+        accepted = inspect.signature(FaceAnalyzer).parameters
+        if options.get("decode_size") is not None and "decode_size" in accepted:
+            kwargs["decode_size"] = options["decode_size"]
+        self.fa = FaceAnalyzer(detector="scrfd-500m", recognizer="arcface-mbf", threads=threads, **kwargs)
         self.fa.check_models(embed=True)
         self.rec = self.fa.recognizer_model
 
@@ -194,7 +230,8 @@ class FacelensPeer(Peer):
     def describe(self) -> dict[str, Any]:
         det = self.fa.detector_model
         return {"api": f"FaceAnalyzer(threads={self.threads}).analyze_batch(paths)",
-                "workers": self.fa.n_threads, "det_max_size": getattr(det, "max_size", None),
+                "workers": self.fa.n_threads, "decode_size": getattr(self.fa, "decode_size", None),
+                "det_max_size": getattr(det, "max_size", None),
                 "det_threshold": getattr(det, "score_threshold", None),
                 "rec_batch_size": getattr(self.rec, "batch_size", None)}
 
@@ -230,7 +267,7 @@ class InsightFacePeer(Peer):
         self.root = root
         self.model_name = model_name
 
-    def load(self, threads: int) -> None:
+    def load(self, threads: int, **options: Any) -> None:
         warnings.filterwarnings("ignore", category=FutureWarning)  # skimage's estimate() deprecation
         import onnxruntime as ort
         from insightface.app import FaceAnalysis
@@ -294,7 +331,7 @@ class FaceRecognitionPeer(Peer):
     dim = 128
     can_split = False
 
-    def load(self, threads: int) -> None:
+    def load(self, threads: int, **options: Any) -> None:
         import face_recognition
 
         self.fr = face_recognition

@@ -23,7 +23,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv-bench"
 PY="${PYTHON:-python3.11}"
-STAMP_VERSION="pipeline-bench-3"
+# The stamp changes whenever this script or the project's pyproject.toml does, so a new dependency
+# of facelens (or a new peer here) triggers a reinstall; otherwise a second run does nothing.
+STAMP_VERSION="pipeline-bench-3 $(cat "${BASH_SOURCE[0]}" "$ROOT/pyproject.toml" | sha1sum | cut -c1-12)"
 
 PEERS_NODEPS=(
     "insightface==2.1"

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -21,6 +22,7 @@ from facelens.errors import ImageError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".jfif"}
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: larger than any camera photo, far below what exhausts memory
 MIN_SIDE = 16  # below this no detector can find a face
+ORIENTATION_TAG = 0x0112
 
 
 def max_pixels() -> int:
@@ -50,7 +52,12 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
-    return np.asarray(img.convert("RGB"))
+    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+
+
+def _rgb_to_bgr(rgb: np.ndarray) -> np.ndarray:
+    # cv2 swaps channels in one pass, ~8x faster than a strided numpy copy on a large photo
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,8 @@ def _decode(data: bytes | None, path: str | None, label: str, max_side: int = 0)
                 scale = width / img.size[0]
             img.load()
             loaded_size = img.size
-            img = ImageOps.exif_transpose(img) or img
+            if img.getexif().get(ORIENTATION_TAG, 1) != 1:  # transposing copies: only when needed
+                img = ImageOps.exif_transpose(img) or img
             if img.size != loaded_size:  # rotated by 90 degrees: the original's sides swap too
                 width, height = height, width
             rgb = _to_rgb_array(img)
@@ -100,7 +108,7 @@ def _decode(data: bytes | None, path: str | None, label: str, max_side: int = 0)
         raise ImageError(f"{label}: corrupt or truncated image ({reason})") from None
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"{label}: image is {width}x{height}, too small (under {MIN_SIDE} px)")
-    return Decoded(np.ascontiguousarray(rgb[:, :, ::-1]), scale, width, height)
+    return Decoded(_rgb_to_bgr(rgb), scale, width, height)
 
 
 def load_image(source: ImageSource, label: str | None = None) -> np.ndarray:
@@ -119,7 +127,7 @@ def decode_image(source: ImageSource, label: str | None = None, max_side: int = 
         pixels = _from_array(source, label or "array")
         return Decoded(pixels, 1.0, pixels.shape[1], pixels.shape[0])
     if isinstance(source, Image.Image):
-        pixels = np.ascontiguousarray(_to_rgb_array(source)[:, :, ::-1])
+        pixels = _rgb_to_bgr(_to_rgb_array(source))
         return Decoded(pixels, 1.0, pixels.shape[1], pixels.shape[0])
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
