@@ -1,5 +1,6 @@
 """The `facelens` command, run as a user runs it: a subprocess, exit codes, stdout and stderr."""
 
+import itertools
 import json
 import os
 import subprocess
@@ -133,3 +134,30 @@ def test_licence_clean_pipeline_verifies(data):
     assert record["recognizer"] == "dlib-resnet" and record["threshold"] > 0.8  # dlib's own calibration
     diff = run("verify", a, data / "identities/dlib-john_simm/01.jpg", *opts)
     assert diff.returncode == 1, diff.stderr
+
+
+def test_calibrate_from_pairs_csv(data, tmp_path):
+    ids = data / "identities"
+    people = ["facerecognition-biden", "openface-eric_clapton", "openface-john_lennon", "dlib-john_simm"]
+    images = {p: sorted((ids / p).iterdir())[:3] for p in people}
+    lines = ["path1,path2,same"]
+    for p in people:
+        a, b, c = images[p]
+        lines += [f"{a},{b},1", f"{b},{c},yes"]
+    for p, q in itertools.pairwise(people):
+        lines += [f"{x},{y},0" for x in images[p] for y in images[q]]
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "t.json"
+    proc = run("calibrate", "--pairs", pairs, "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())["arcface-mbf"]
+    assert record["pairs"] == {"genuine": 8, "impostor": 27} and record["data"]["skipped"] == 0
+    assert record["scores"]["genuine_mean"] > record["scores"]["impostor_mean"] + 0.3
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"{images[people[0]][0]},{images[people[0]][1]},1\nonly,two\n")
+    proc = run("calibrate", "--pairs", bad)
+    assert proc.returncode == 2 and "bad.csv:2: expected 3 fields" in proc.stderr
+    both = run("calibrate", "--pairs", bad, "--root", ids)
+    assert both.returncode == 2 and "exactly one" in both.stderr

@@ -1,13 +1,15 @@
 """Measuring verification thresholds from labelled data, so no threshold is a magic number.
 
-A labelled set is a folder per person (`ROOT/<person>/<image>`). Every image's largest face is
-embedded; every pair of images gives a genuine (same folder) or impostor score; the threshold for
+A labelled set is a folder per person (`ROOT/<person>/<image>`, every pair of images is used) or a
+CSV of pairs (`path1,path2,same`). Every image's largest face is embedded; each pair gives a genuine
+or impostor score; the threshold for
 each target false-match rate is read off the impostor scores (see `evaluate.metrics`). The record
 says which data produced it, so a user can judge whether it fits theirs.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import hashlib
 import json
@@ -83,17 +85,11 @@ def dataset_fingerprint(paths: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def calibrate(
-    root: Path,
-    analyzer: FaceAnalyzer,
-    fars: tuple[float, ...] = DEFAULT_FARS,
-    on_result: Callable[[ImageResult], None] | None = None,
+def _record(
+    genuine: np.ndarray, impostor: np.ndarray, analyzer: FaceAnalyzer, data: dict[str, Any], fars: tuple[float, ...]
 ) -> dict[str, Any]:
-    """A calibration record for the analyzer's recognizer, from a folder-per-person set."""
-    data = embed_labelled(folder_per_person(root), analyzer, on_result)
-    genuine, impostor = all_pair_scores(data.embeddings, data.labels)
     if len(genuine) == 0 or len(impostor) < 2:
-        raise ConfigError("need at least one person with two images and two different people to calibrate")
+        raise ConfigError("need at least one genuine pair and two impostor pairs to calibrate")
     thresholds = {}
     for far in fars:
         estimate = threshold_at_far(genuine, impostor, far)
@@ -104,13 +100,7 @@ def calibrate(
         "recognizer": analyzer.recognizer,
         "detector": analyzer.detector,
         "flip": analyzer.flip,
-        "data": {
-            "root": Path(root).name,
-            "people": len(set(data.labels.tolist())),
-            "images": len(data.paths),
-            "skipped": len(data.skipped),
-            "fingerprint": dataset_fingerprint(data.paths),
-        },
+        "data": data,
         "pairs": {"genuine": len(genuine), "impostor": len(impostor)},
         "scores": {
             "genuine_mean": round(float(genuine.mean()), 5),
@@ -121,6 +111,82 @@ def calibrate(
         "thresholds": thresholds,
         "date": _dt.date.today().isoformat(),
     }
+
+
+def calibrate(
+    root: Path,
+    analyzer: FaceAnalyzer,
+    fars: tuple[float, ...] = DEFAULT_FARS,
+    on_result: Callable[[ImageResult], None] | None = None,
+) -> dict[str, Any]:
+    """A calibration record for the analyzer's recognizer, from a folder-per-person set (every pair)."""
+    data = embed_labelled(folder_per_person(root), analyzer, on_result)
+    genuine, impostor = all_pair_scores(data.embeddings, data.labels)
+    info = {
+        "root": Path(root).name,
+        "people": len(set(data.labels.tolist())),
+        "images": len(data.paths),
+        "skipped": len(data.skipped),
+        "fingerprint": dataset_fingerprint(data.paths),
+    }
+    return _record(genuine, impostor, analyzer, info, fars)
+
+
+_TRUE = {"1", "true", "yes"}
+_FALSE = {"0", "false", "no"}
+
+
+def read_pairs_csv(path: Path) -> list[tuple[Path, Path, bool]]:
+    """Pairs from a CSV of `path1,path2,same` (a header line is optional; relative paths are taken from
+    the CSV's folder; `same` is 1/0, true/false or yes/no). Errors name the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such pairs file")
+    pairs: list[tuple[Path, Path, bool]] = []
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        for number, row in enumerate(csv.reader(fh), start=1):
+            if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+                continue
+            if len(row) != 3:
+                raise ConfigError(f"{path}:{number}: expected 3 fields (path1,path2,same), got {len(row)}")
+            a, b, label = (field.strip() for field in row)
+            if label.lower() not in _TRUE | _FALSE:
+                if number == 1:
+                    continue  # a header
+                raise ConfigError(f"{path}:{number}: 'same' must be 1/0, true/false, yes/no; got {label!r}")
+            pairs.append((path.parent / a, path.parent / b, label.lower() in _TRUE))
+    if not pairs:
+        raise ConfigError(f"{path}: no pairs in the file")
+    return pairs
+
+
+def calibrate_pairs(
+    pairs_file: Path,
+    analyzer: FaceAnalyzer,
+    fars: tuple[float, ...] = DEFAULT_FARS,
+    on_result: Callable[[ImageResult], None] | None = None,
+) -> dict[str, Any]:
+    """A calibration record from a list of labelled pairs; pairs with an unusable image are skipped."""
+    pairs = read_pairs_csv(pairs_file)
+    images = list(dict.fromkeys(p for a, b, _ in pairs for p in (a, b)))
+    results = analyzer.analyze_batch(images, on_result=on_result)
+    embedding = {}
+    for image, result in zip(images, results, strict=True):
+        face = largest_face(result.faces) if result.ok else None
+        if face is not None and face.embedding is not None:
+            embedding[image] = face.embedding
+    genuine, impostor = [], []
+    for a, b, same in pairs:
+        if a in embedding and b in embedding:
+            (genuine if same else impostor).append(float(embedding[a] @ embedding[b]))
+    info = {
+        "pairs_file": Path(pairs_file).name,
+        "images": len(embedding),
+        "skipped": len(images) - len(embedding),
+        "skipped_pairs": len(pairs) - len(genuine) - len(impostor),
+        "fingerprint": dataset_fingerprint([str(p) for p in embedding]),
+    }
+    return _record(np.asarray(genuine), np.asarray(impostor), analyzer, info, fars)
 
 
 def save_record(record: dict[str, Any], path: Path) -> None:

@@ -251,7 +251,8 @@ def find(
 
 @app.command()
 def calibrate(
-    root: Annotated[Path, typer.Option("--root", help="folder with one sub-folder of images per person")],
+    root: Annotated[Path | None, typer.Option("--root", help="folder with one sub-folder of images per person")] = None,
+    pairs: Annotated[Path | None, typer.Option("--pairs", help="CSV of path1,path2,same")] = None,
     detector: DetectorOpt = "scrfd-500m",
     recognizer: RecognizerOpt = "arcface-mbf",
     flip: FlipOpt = False,
@@ -260,15 +261,22 @@ def calibrate(
     threads: ThreadsOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Measure verification thresholds at FAR 1e-2, 1e-3, 1e-4 from a labelled folder-per-person set."""
-    from facelens.calibrate import calibrate as run_calibration
-    from facelens.calibrate import folder_per_person, save_record
+    """Measure verification thresholds at FAR 1e-2, 1e-3, 1e-4 from labelled data (--root or --pairs)."""
+    from facelens.calibrate import calibrate as calibrate_folder
+    from facelens.calibrate import calibrate_pairs, folder_per_person, read_pairs_csv, save_record
     from facelens.models.registry import user_thresholds_path
 
+    if (root is None) == (pairs is None):
+        raise fail("give exactly one of --root DIR (folder per person) or --pairs FILE.csv")
     analyzer = FaceAnalyzer(detector, recognizer, threads=threads, flip=flip)
-    total = len(folder_per_person(root))
-    with progress_bar(total, "calibrating") as advance:
-        record = run_calibration(root, analyzer, on_result=advance)
+    if root is not None:
+        total = len(folder_per_person(root))
+        with progress_bar(total, "calibrating") as advance:
+            record = calibrate_folder(root, analyzer, on_result=advance)
+    else:
+        total = len({p for a, b, _ in read_pairs_csv(pairs) for p in (a, b)})
+        with progress_bar(total, "calibrating") as advance:
+            record = calibrate_pairs(pairs, analyzer, on_result=advance)
     targets = ([output] if output else []) + ([user_thresholds_path()] if save else [])
     for target in targets:
         save_record(record, target)
@@ -276,7 +284,8 @@ def calibrate(
         _print_json(record)
         return
     data = record["data"]
-    out.print(f"{recognizer}: {data['people']} people, {data['images']} images ({data['skipped']} skipped), "
+    people = f"{data['people']} people, " if "people" in data else ""
+    out.print(f"{recognizer}: {people}{data['images']} images ({data['skipped']} skipped), "
               f"{record['pairs']['genuine']} genuine / {record['pairs']['impostor']} impostor pairs")
     table = Table("FAR", "threshold", "method", "measured FAR", "FNMR", "accuracy")
     for far, t in record["thresholds"].items():
