@@ -56,21 +56,33 @@ def folder_per_person(root: Path) -> list[tuple[Path, str]]:
     return items
 
 
+def embed_largest(
+    images: list[Path],
+    analyzer: FaceAnalyzer,
+    on_result: Callable[[ImageResult], None] | None = None,
+) -> tuple[dict[Path, np.ndarray], dict[str, str]]:
+    """The embedding of each image's largest face, and why the others have none (unreadable, no face)."""
+    embeddings: dict[Path, np.ndarray] = {}
+    skipped: dict[str, str] = {}
+    for path, result in zip(images, analyzer.analyze_batch(images, on_result=on_result), strict=True):
+        face = largest_face(result.faces) if result.ok else None
+        if face is None or face.embedding is None:
+            skipped[str(path)] = result.error or "no face found"
+        else:
+            embeddings[path] = face.embedding
+    return embeddings, skipped
+
+
 def embed_labelled(
     items: list[tuple[Path, str]],
     analyzer: FaceAnalyzer,
     on_result: Callable[[ImageResult], None] | None = None,
 ) -> LabelledEmbeddings:
-    results = analyzer.analyze_batch([p for p, _ in items], on_result=on_result)
-    embeddings, labels, paths, skipped = [], [], [], {}
-    for (path, person), result in zip(items, results, strict=True):
-        face = largest_face(result.faces) if result.ok else None
-        if face is None or face.embedding is None:
-            skipped[str(path)] = result.error or "no face found"
-            continue
-        embeddings.append(face.embedding)
-        labels.append(person)
-        paths.append(str(path))
+    found, skipped = embed_largest([p for p, _ in items], analyzer, on_result)
+    kept = [(path, person) for path, person in items if path in found]
+    embeddings = [found[path] for path, _ in kept]
+    labels = [person for _, person in kept]
+    paths = [str(path) for path, _ in kept]
     if not embeddings:
         raise ConfigError("no usable face in the labelled set")
     return LabelledEmbeddings(np.stack(embeddings), np.asarray(labels), paths, skipped)
@@ -169,12 +181,7 @@ def calibrate_pairs(
     """A calibration record from a list of labelled pairs; pairs with an unusable image are skipped."""
     pairs = read_pairs_csv(pairs_file)
     images = list(dict.fromkeys(p for a, b, _ in pairs for p in (a, b)))
-    results = analyzer.analyze_batch(images, on_result=on_result)
-    embedding = {}
-    for image, result in zip(images, results, strict=True):
-        face = largest_face(result.faces) if result.ok else None
-        if face is not None and face.embedding is not None:
-            embedding[image] = face.embedding
+    embedding, _ = embed_largest(images, analyzer, on_result)
     genuine, impostor = [], []
     for a, b, same in pairs:
         if a in embedding and b in embedding:
