@@ -9,7 +9,6 @@ says which data produced it, so a user can judge whether it fits theirs.
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import hashlib
 import json
@@ -22,7 +21,7 @@ import numpy as np
 
 from facelens.errors import ConfigError
 from facelens.evaluate.metrics import all_pair_scores, rates_at, threshold_at_far
-from facelens.io import IMAGE_SUFFIXES
+from facelens.evaluate.protocols import folder_per_person, read_pairs_csv
 from facelens.models.registry import calibration_key
 from facelens.pipeline import FaceAnalyzer, largest_face
 from facelens.types import ImageResult
@@ -38,22 +37,6 @@ class LabelledEmbeddings:
     labels: np.ndarray
     paths: list[str]
     skipped: dict[str, str]  # path -> reason (unreadable, no face)
-
-
-def folder_per_person(root: Path) -> list[tuple[Path, str]]:
-    """(image path, person) for every image in ROOT/<person>/, sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ConfigError(f"{root}: not a folder (expected one sub-folder of images per person)")
-    items = [
-        (path, person_dir.name)
-        for person_dir in sorted(p for p in root.iterdir() if p.is_dir())
-        for path in sorted(person_dir.iterdir())
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-    ]
-    if not items:
-        raise ConfigError(f"{root}: no images found in per-person sub-folders")
-    return items
 
 
 def embed_largest(
@@ -144,34 +127,6 @@ def calibrate(
     return _record(genuine, impostor, analyzer, info, fars)
 
 
-_TRUE = {"1", "true", "yes"}
-_FALSE = {"0", "false", "no"}
-
-
-def read_pairs_csv(path: Path) -> list[tuple[Path, Path, bool]]:
-    """Pairs from a CSV of `path1,path2,same` (a header line is optional; relative paths are taken from
-    the CSV's folder; `same` is 1/0, true/false or yes/no). Errors name the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such pairs file")
-    pairs: list[tuple[Path, Path, bool]] = []
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-        for number, row in enumerate(csv.reader(fh), start=1):
-            if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
-                continue
-            if len(row) != 3:
-                raise ConfigError(f"{path}:{number}: expected 3 fields (path1,path2,same), got {len(row)}")
-            a, b, label = (field.strip() for field in row)
-            if label.lower() not in _TRUE | _FALSE:
-                if number == 1:
-                    continue  # a header
-                raise ConfigError(f"{path}:{number}: 'same' must be 1/0, true/false, yes/no; got {label!r}")
-            pairs.append((path.parent / a, path.parent / b, label.lower() in _TRUE))
-    if not pairs:
-        raise ConfigError(f"{path}: no pairs in the file")
-    return pairs
-
-
 def calibrate_pairs(
     pairs_file: Path,
     analyzer: FaceAnalyzer,
@@ -180,12 +135,12 @@ def calibrate_pairs(
 ) -> dict[str, Any]:
     """A calibration record from a list of labelled pairs; pairs with an unusable image are skipped."""
     pairs = read_pairs_csv(pairs_file)
-    images = list(dict.fromkeys(p for a, b, _ in pairs for p in (a, b)))
+    images = list(dict.fromkeys(p for pair in pairs for p in (pair.a, pair.b)))
     embedding, _ = embed_largest(images, analyzer, on_result)
     genuine, impostor = [], []
-    for a, b, same in pairs:
-        if a in embedding and b in embedding:
-            (genuine if same else impostor).append(float(embedding[a] @ embedding[b]))
+    for pair in pairs:
+        if pair.a in embedding and pair.b in embedding:
+            (genuine if pair.same else impostor).append(float(embedding[pair.a] @ embedding[pair.b]))
     info = {
         "pairs_file": Path(pairs_file).name,
         "images": len(embedding),

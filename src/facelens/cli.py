@@ -28,6 +28,8 @@ from facelens.types import ImageResult
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, align, embed and compare faces.")
 models_app = typer.Typer(no_args_is_help=True, help="List and pull pretrained models.")
 app.add_typer(models_app, name="models")
+evaluate_app = typer.Typer(no_args_is_help=True, help="Measure accuracy with the protocols papers use.")
+app.add_typer(evaluate_app, name="evaluate")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -263,7 +265,8 @@ def calibrate(
 ) -> None:
     """Measure verification thresholds at FAR 1e-2, 1e-3, 1e-4 from labelled data (--root or --pairs)."""
     from facelens.calibrate import calibrate as calibrate_folder
-    from facelens.calibrate import calibrate_pairs, folder_per_person, read_pairs_csv, save_record
+    from facelens.calibrate import calibrate_pairs, save_record
+    from facelens.evaluate.protocols import folder_per_person, read_pairs_csv
     from facelens.models.registry import user_thresholds_path
 
     if (root is None) == (pairs is None):
@@ -274,7 +277,7 @@ def calibrate(
         with progress_bar(total, "calibrating") as advance:
             record = calibrate_folder(root, analyzer, on_result=advance)
     else:
-        total = len({p for a, b, _ in read_pairs_csv(pairs) for p in (a, b)})
+        total = len({p for pair in read_pairs_csv(pairs) for p in (pair.a, pair.b)})
         with progress_bar(total, "calibrating") as advance:
             record = calibrate_pairs(pairs, analyzer, on_result=advance)
     targets = ([output] if output else []) + ([user_thresholds_path()] if save else [])
@@ -294,6 +297,140 @@ def calibrate(
     out.print(table)
     for target in targets:
         out.print(f"saved to {_escape(str(target))}")
+
+
+def _plots_module() -> Any:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise fail("plots need matplotlib: pip install 'facelens[eval]'") from None
+    from facelens.evaluate import plots
+
+    return plots
+
+
+def _parse_list(text: str, convert: Callable[[str], Any], what: str) -> list[Any]:
+    try:
+        return [convert(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise fail(f"{what} must be a comma-separated list, got {text!r}") from None
+
+
+def _evaluation_setup(recognizers: str, detector: str, flip: bool, threads: int, no_cache: bool,
+                      probe_sizes: str) -> tuple[list[Any], tuple[int, ...]]:
+    from facelens.evaluate.cache import EmbeddingCache
+    from facelens.evaluate.protocols import Embedder
+
+    sizes = tuple(_parse_list(probe_sizes, int, "--probe-size")) if probe_sizes else ()
+    if any(s < 4 or s > 1024 for s in sizes):
+        raise fail("--probe-size values must be face widths between 4 and 1024 px")
+    cache = None if no_cache else EmbeddingCache()
+    embedders = [Embedder(FaceAnalyzer(detector, rec, threads=threads, flip=flip), cache)
+                 for rec in _parse_list(recognizers, str, "--recognizer")]
+    if not embedders:
+        raise fail("--recognizer names at least one recognizer")
+    return embedders, sizes
+
+
+RecognizersOpt = Annotated[str, typer.Option("--recognizer", help="one or several, comma-separated")]
+ProbeSizeOpt = Annotated[str, typer.Option("--probe-size", help="e.g. 16,24,32,48,64,112: down-sampled probes")]
+OutDirOpt = Annotated[Path | None, typer.Option("--out", help="folder for results.json, report.md and plots")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="do not read or write the embedding cache")]
+
+
+@evaluate_app.command("pairs")
+def evaluate_pairs_cmd(
+    pairs: Annotated[Path, typer.Option("--pairs", help="LFW pairs.txt or CSV path1,path2,same[,fold]")],
+    root: Annotated[Path | None, typer.Option("--root", help="image folder (name/name_0001.jpg) for pairs.txt")] = None,
+    recognizer: RecognizersOpt = "arcface-mbf",
+    detector: DetectorOpt = "scrfd-500m",
+    flip: FlipOpt = False,
+    probe_size: ProbeSizeOpt = "",
+    groups: Annotated[Path | None, typer.Option("--groups", help="CSV identity,group: error rates per group")] = None,
+    far: Annotated[float, typer.Option("--far", help="FAR of the global threshold for --groups")] = 1e-3,
+    output: OutDirOpt = None,
+    threads: ThreadsOpt = 0,
+    no_cache: NoCacheOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Verification, LFW style: 10-fold accuracy, AUC, EER, TAR@FAR, best threshold."""
+    from facelens.evaluate import metrics
+    from facelens.evaluate.protocols import evaluate_pairs, read_groups, read_pairs
+    from facelens.evaluate.report import PAIRS_HEADER, pairs_rows, write_report
+
+    pair_list = read_pairs(pairs, root)
+    group_map = read_groups(groups) if groups else None
+    embedders, sizes = _evaluation_setup(recognizer, detector, flip, threads, no_cache, probe_size)
+    n_images = len({p for pair in pair_list for p in (pair.a, pair.b)})
+    outcomes = []
+    for embedder in embedders:
+        with progress_bar(n_images, f"embedding ({embedder.analyzer.recognizer})") as advance:
+            outcomes.append(evaluate_pairs(pair_list, embedder, sizes, group_map, far,
+                                           on_done=lambda _path: advance(None)))  # type: ignore[arg-type]
+    results = [o.summary for o in outcomes]
+    if output is not None:
+        plots = _plots_module()
+        names = [r["recognizer"] + (" +flip" if r["flip"] else "") for r in results]
+        roc = {n: metrics.roc(o.genuine, o.impostor)[:2] for n, o in zip(names, outcomes, strict=True)}
+        det = {n: metrics.det_curve(o.genuine, o.impostor) for n, o in zip(names, outcomes, strict=True)}
+        made = [plots.plot_roc(roc, output / "roc.png"), plots.plot_det(det, output / "det.png")]
+        for n, o, r in zip(names, outcomes, results, strict=True):
+            made.append(plots.plot_score_histograms(
+                o.genuine, o.impostor, output / f"scores_{n.replace(' +', '_')}.png",
+                threshold=r["best_threshold"]["threshold"], title=f"{n}: genuine vs impostor"))
+        report = write_report(output, "pairs", results, {"pairs_file": str(pairs), "pairs": len(pair_list)},
+                              [Path(p) for p in made])
+    if json_out:
+        _print_json({"protocol": "pairs", "results": results})
+    else:
+        table = Table(*PAIRS_HEADER)
+        for row in pairs_rows(results):
+            table.add_row(*row)
+        out.print(table)
+        for r in results:
+            if r["pairs_skipped"]:
+                out.print(f"{r['recognizer']}: {r['pairs_skipped']} pairs skipped (unreadable images)")
+        if output is not None:
+            out.print(f"wrote {_escape(str(report))} and plots in {_escape(str(output))}")
+
+
+@evaluate_app.command("identify")
+def evaluate_identify_cmd(
+    root: Annotated[Path, typer.Option("--root", help="folder with one sub-folder of images per person")],
+    enroll: Annotated[int, typer.Option("--enroll", min=1, help="images per person in the gallery")] = 1,
+    recognizer: RecognizersOpt = "arcface-mbf",
+    detector: DetectorOpt = "scrfd-500m",
+    flip: FlipOpt = False,
+    probe_size: ProbeSizeOpt = "",
+    output: OutDirOpt = None,
+    threads: ThreadsOpt = 0,
+    no_cache: NoCacheOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Identification: closed-set rank-1/rank-5 (CMC) and open-set DIR at FPIR 1e-2, 1e-1."""
+    from facelens.evaluate.protocols import evaluate_identification, folder_per_person
+    from facelens.evaluate.report import IDENTIFY_HEADER, identify_rows, write_report
+
+    n_images = len(folder_per_person(root))
+    embedders, sizes = _evaluation_setup(recognizer, detector, flip, threads, no_cache, probe_size)
+    results = []
+    for embedder in embedders:
+        with progress_bar(n_images, f"embedding ({embedder.analyzer.recognizer})") as advance:
+            results.append(evaluate_identification(root, embedder, enroll, sizes,
+                                                   on_done=lambda _path: advance(None)))  # type: ignore[arg-type]
+    if output is not None:
+        plots = _plots_module()
+        curve = plots.plot_cmc({r["recognizer"]: np.array(r["cmc"]) for r in results}, output / "cmc.png")
+        report = write_report(output, "identify", results, {"root": str(root), "enroll": enroll}, [Path(curve)])
+    if json_out:
+        _print_json({"protocol": "identify", "results": results})
+    else:
+        table = Table(*IDENTIFY_HEADER)
+        for row in identify_rows(results):
+            table.add_row(*row)
+        out.print(table)
+        if output is not None:
+            out.print(f"wrote {_escape(str(report))} and plots in {_escape(str(output))}")
 
 
 @models_app.command("list")

@@ -91,3 +91,219 @@ def rates_at(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> dic
     fnmr = float((genuine < threshold).mean()) if len(genuine) else float("nan")
     correct = int((genuine >= threshold).sum() + (impostor < threshold).sum())
     return {"fmr": fmr, "fnmr": fnmr, "accuracy": correct / max(1, len(genuine) + len(impostor))}
+
+
+# --------------------------------------------------------------------------------------------
+# Curves and protocol metrics. Same convention throughout: "same" when score >= threshold.
+# --------------------------------------------------------------------------------------------
+
+
+def _scores(values: np.ndarray, name: str) -> np.ndarray:
+    """1-D float64 copy of a score array; empty arrays are refused since no rate is defined on them."""
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    if arr.size == 0:
+        raise ValueError(f"{name} scores are empty")
+    return arr
+
+
+def roc(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC as (far, tar, thresholds), one point per distinct score, thresholds descending.
+
+    Point i is the operating point "accept when score >= thresholds[i]". The first point is
+    (0, 0) at threshold +inf (reject everything), so the arrays are exactly sklearn's
+    `roc_curve(labels, scores, drop_intermediate=False)` with labels 1 = genuine, 0 = impostor:
+    same fpr, tpr and thresholds, element for element. The last point is (1, 1) at the lowest
+    score. Tied genuine/impostor scores form a single diagonal step, as in sklearn.
+    O(n log n): one sort, then cumulative counts at the ends of each run of equal scores.
+    """
+    gen = _scores(genuine, "genuine")
+    imp = _scores(impostor, "impostor")
+    scores = np.concatenate([gen, imp])
+    is_gen = np.concatenate([np.ones(gen.size, dtype=np.int64), np.zeros(imp.size, dtype=np.int64)])
+    order = np.argsort(-scores, kind="stable")
+    scores, is_gen = scores[order], is_gen[order]
+    # last index of each run of equal scores: everything up to it is accepted at that threshold
+    ends = np.r_[np.flatnonzero(np.diff(scores) != 0), scores.size - 1]
+    tp = np.cumsum(is_gen)[ends]
+    fp = (ends + 1) - tp
+    far = np.r_[0.0, fp / imp.size]
+    tar = np.r_[0.0, tp / gen.size]
+    thresholds = np.r_[np.inf, scores[ends]]
+    return far, tar, thresholds
+
+
+def roc_auc(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    """Area under the ROC: P(genuine > impostor) + 0.5 * P(tie), i.e. the trapezoid rule on `roc`."""
+    far, tar, _ = roc(genuine, impostor)
+    return float(np.sum(np.diff(far) * (tar[1:] + tar[:-1])) / 2.0)
+
+
+def eer(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
+    """Equal error rate and its threshold, as (eer, threshold).
+
+    Along the ROC, FAR rises and FNMR = 1 - TAR falls. At the first point where FAR >= FNMR the
+    two curves have crossed; between it and the previous point both rates (and the threshold)
+    are interpolated linearly, and the EER is the rate where they meet. When they meet exactly
+    at an ROC point, that point's rate and score are returned. If the crossing lies between the
+    +inf point and the first real one, the threshold of the first real point (the top score) is
+    returned, since +inf cannot be interpolated.
+    """
+    far, tar, thresholds = roc(genuine, impostor)
+    fnmr = 1.0 - tar
+    diff = far - fnmr  # -1 at the +inf point, +1 at the lowest score: monotone non-decreasing
+    i = int(np.argmax(diff >= 0))
+    if diff[i] == 0 or i == 0:
+        return float(far[i]), float(thresholds[i])
+    alpha = -diff[i - 1] / (diff[i] - diff[i - 1])
+    rate = far[i - 1] + alpha * (far[i] - far[i - 1])
+    if np.isinf(thresholds[i - 1]):
+        threshold = thresholds[i]
+    else:
+        threshold = thresholds[i - 1] + alpha * (thresholds[i] - thresholds[i - 1])
+    return float(rate), float(threshold)
+
+
+def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> tuple[float, float]:
+    """True-accept rate at a target false-accept rate, as (tar, threshold).
+
+    The threshold is `empirical_threshold(impostor, far)`: the lowest one that accepts at most
+    floor(far * N) of the N impostors. When far * N < 1 no impostor may pass, so the threshold
+    is just above the highest impostor score (np.nextafter) and the TAR is measured there: the
+    result is always a number, never NaN, but such a point says little about the true rate at
+    `far` (see threshold_at_far for the fitted-tail alternative).
+    """
+    if not 0.0 <= far <= 1.0:
+        raise ValueError(f"far must be in [0, 1], got {far}")
+    gen = _scores(genuine, "genuine")
+    imp = _scores(impostor, "impostor")
+    threshold = empirical_threshold(imp, far)
+    return float((gen >= threshold).mean()), threshold
+
+
+def _accuracy_at(sorted_same: np.ndarray, sorted_diff: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Accuracy at each threshold from pre-sorted same/different scores, by binary search."""
+    accepted_same = sorted_same.size - np.searchsorted(sorted_same, thresholds, side="left")
+    rejected_diff = np.searchsorted(sorted_diff, thresholds, side="left")
+    return (accepted_same + rejected_diff) / (sorted_same.size + sorted_diff.size)
+
+
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """Threshold that maximises accuracy on these pairs, as (threshold, accuracy).
+
+    Candidates are the midpoints between consecutive distinct scores, plus the lowest score
+    (accept all) and the value just above the highest (reject all): every distinct split of the
+    pairs is tried once, with the threshold in the middle of its gap so it transfers to unseen
+    scores as fairly as possible. Ties in accuracy go to the lowest threshold, as np.argmax over
+    ascending thresholds does in the facenet/insightface LFW code.
+    """
+    scores = _scores(scores, "pair")
+    same = np.asarray(same, dtype=bool).ravel()
+    if same.shape != scores.shape:
+        raise ValueError("scores and same must have the same length")
+    distinct = np.unique(scores)
+    candidates = np.r_[distinct[0], (distinct[:-1] + distinct[1:]) / 2.0, np.nextafter(distinct[-1], np.inf)]
+    acc = _accuracy_at(np.sort(scores[same]), np.sort(scores[~same]), candidates)
+    k = int(np.argmax(acc))
+    return float(candidates[k]), float(acc[k])
+
+
+def kfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> dict[str, float | list[float]]:
+    """LFW-style k-fold verification accuracy.
+
+    For each fold id (in ascending order) the best threshold is chosen on all *other* folds
+    (`best_threshold`) and the accuracy of that threshold is measured on the held-out fold.
+    Returns {"mean", "std", "accuracies", "thresholds"}; "std" is the population standard
+    deviation (np.std, ddof=0), which is what the LFW evaluation in facenet/insightface reports.
+    """
+    scores = _scores(scores, "pair")
+    same = np.asarray(same, dtype=bool).ravel()
+    folds = np.asarray(folds).ravel()
+    if not (same.shape == folds.shape == scores.shape):
+        raise ValueError("scores, same and folds must have the same length")
+    fold_ids = np.unique(folds)
+    if fold_ids.size < 2:
+        raise ValueError("need at least two folds")
+    accuracies: list[float] = []
+    thresholds: list[float] = []
+    for fold in fold_ids:
+        test = folds == fold
+        threshold, _ = best_threshold(scores[~test], same[~test])
+        predicted = scores[test] >= threshold
+        accuracies.append(float((predicted == same[test]).mean()))
+        thresholds.append(threshold)
+    return {
+        "mean": float(np.mean(accuracies)),
+        "std": float(np.std(accuracies)),
+        "accuracies": accuracies,
+        "thresholds": thresholds,
+    }
+
+
+def _own_and_other_best(
+    similarity: np.ndarray, probe_labels: np.ndarray, gallery_labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per probe: is it mated, its best own-label score, and the own-label mask over the gallery."""
+    sim = np.asarray(similarity, dtype=np.float64)
+    probe_labels = np.asarray(probe_labels).ravel()
+    gallery_labels = np.asarray(gallery_labels).ravel()
+    if sim.ndim != 2 or sim.shape != (probe_labels.size, gallery_labels.size):
+        raise ValueError(
+            f"similarity must be (n_probe, n_gallery) = ({probe_labels.size}, {gallery_labels.size}), got {sim.shape}"
+        )
+    _, codes = np.unique(np.concatenate([probe_labels, gallery_labels]), return_inverse=True)
+    probe_codes, gallery_codes = codes[: probe_labels.size], codes[probe_labels.size :]
+    own = probe_codes[:, None] == gallery_codes[None, :]
+    mated = own.any(axis=1)
+    best_own = np.where(own, sim, -np.inf).max(axis=1, initial=-np.inf)
+    return mated, best_own, own
+
+
+def cmc(similarity: np.ndarray, probe_labels: np.ndarray, gallery_labels: np.ndarray, max_rank: int = 20) -> np.ndarray:
+    """Closed-set cumulative match characteristic: identification rate at ranks 1..max_rank.
+
+    `similarity` is (n_probe, n_gallery). A probe's rank is 1 + the number of gallery entries
+    of another label that score strictly higher than the best entry of its own label, so ties
+    are resolved in the probe's favour and several entries per label are allowed (each
+    other-label entry above counts). Probes whose label is not in the gallery are left out: a
+    closed-set rate is only defined for mated searches (use dir_at_fpir for open-set).
+    """
+    if max_rank < 1:
+        raise ValueError("max_rank must be at least 1")
+    sim = np.asarray(similarity, dtype=np.float64)
+    mated, best_own, own = _own_and_other_best(sim, probe_labels, gallery_labels)
+    if not mated.any():
+        raise ValueError("no probe has its label in the gallery")
+    above = (~own[mated]) & (sim[mated] > best_own[mated, None])
+    ranks = 1 + above.sum(axis=1)
+    return (ranks[:, None] <= np.arange(1, max_rank + 1)[None, :]).mean(axis=0)
+
+
+def dir_at_fpir(
+    similarity: np.ndarray, probe_labels: np.ndarray, gallery_labels: np.ndarray, fpir: float
+) -> tuple[float, float]:
+    """Open-set detection-and-identification rate at a false-positive identification rate.
+
+    NIST FRVT / IJB-C definition. Non-mated probes (label not in the gallery) give one score
+    each, their top gallery score; the threshold t is `empirical_threshold` of those at `fpir`
+    (at most floor(fpir * n_nonmated) of them reach t). DIR is the fraction of mated probes
+    whose top-1 gallery entry has their label (ties with another label count as correct, as in
+    `cmc` rank 1) and whose top score is >= t. Returns (dir, t).
+    """
+    if not 0.0 <= fpir <= 1.0:
+        raise ValueError(f"fpir must be in [0, 1], got {fpir}")
+    sim = np.asarray(similarity, dtype=np.float64)
+    mated, best_own, own = _own_and_other_best(sim, probe_labels, gallery_labels)
+    if mated.all():
+        raise ValueError("no non-mated probes: every probe label is in the gallery")
+    if not mated.any():
+        raise ValueError("no mated probes: no probe label is in the gallery")
+    threshold = empirical_threshold(sim[~mated].max(axis=1), fpir)
+    best_other = np.where(own[mated], -np.inf, sim[mated]).max(axis=1, initial=-np.inf)
+    hit = (best_own[mated] >= best_other) & (best_own[mated] >= threshold)
+    return float(hit.mean()), threshold
+
+
+def det_curve(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DET points as (far, fnmr) with fnmr = 1 - tar, the same points (and order) as `roc`."""
+    far, tar, _ = roc(genuine, impostor)
+    return far, 1.0 - tar

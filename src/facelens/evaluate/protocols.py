@@ -1,0 +1,456 @@
+"""Evaluation protocols as papers run them: LFW-style pairs (10-fold), identification (CMC, DIR@FPIR),
+low-resolution probes, and per-group error rates.
+
+Every image is reduced to one embedding: its largest detected face, or — when no face is found, as
+papers do for LFW — a fallback: the ArcFace template's landmarks laid on a centred square of
+`FALLBACK_SIDE` x the shorter image side (on a 250x250 LFW photo, the central 112 px, about where
+LFW's face is). How many images needed it is reported.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facelens.align import ARCFACE_SIZE, ARCFACE_TEMPLATE
+from facelens.errors import ConfigError, FacelensError
+from facelens.evaluate import metrics
+from facelens.evaluate.cache import EmbeddingCache, file_digest
+from facelens.io import IMAGE_SUFFIXES, decode_image
+from facelens.pipeline import FaceAnalyzer, largest_face
+from facelens.types import Face
+
+FALLBACK_SIDE = 0.45
+DEFAULT_FARS = (1e-4, 1e-3, 1e-2)
+N_FOLDS = 10
+
+
+# -- pairs files -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pair:
+    a: Path
+    b: Path
+    same: bool
+    fold: int
+
+
+def _consecutive_folds(n: int, k: int = N_FOLDS) -> list[int]:
+    return [i * k // n for i in range(n)] if n >= k else list(range(n))
+
+
+def read_lfw_pairs(pairs_file: Path, root: Path) -> list[Pair]:
+    """The official LFW `pairs.txt`: a header "FOLDS N" (or just "N" for one set), then per fold N
+    same-person lines `name i j` and N different-person lines `name1 i name2 j`; images at
+    ROOT/name/name_%04d.jpg. Errors name the file and line."""
+    pairs_file, root = Path(pairs_file), Path(root)
+    if not pairs_file.is_file():
+        raise ConfigError(f"{pairs_file}: no such pairs file")
+    lines = pairs_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    if not lines or not lines[0].split():
+        raise ConfigError(f"{pairs_file}:1: empty file; expected a header like '10 300'")
+    header = lines[0].split()
+    try:
+        n_folds, per_class = (int(header[0]), int(header[1])) if len(header) == 2 else (1, int(header[0]))
+    except ValueError:
+        raise ConfigError(f"{pairs_file}:1: header must be 'FOLDS PAIRS' or 'PAIRS', got {lines[0]!r}") from None
+    if n_folds < 1 or per_class < 1 or len(header) > 2:
+        raise ConfigError(f"{pairs_file}:1: bad header {lines[0]!r}")
+
+    def image(name: str, index: str, number: int) -> Path:
+        try:
+            path = root / name / f"{name}_{int(index):04d}.jpg"
+        except ValueError:
+            raise ConfigError(f"{pairs_file}:{number}: image number {index!r} is not an integer") from None
+        if not path.is_file():
+            raise ConfigError(f"{pairs_file}:{number}: image {path} not found")
+        return path
+
+    pairs: list[Pair] = []
+    body = [(n, line.split()) for n, line in enumerate(lines[1:], start=2) if line.strip()]
+    expected = n_folds * 2 * per_class
+    if len(body) != expected:
+        raise ConfigError(f"{pairs_file}: header promises {expected} pairs, the file has {len(body)}")
+    for index, (number, tokens) in enumerate(body):
+        fold, within = divmod(index, 2 * per_class)
+        same = within < per_class
+        if same and len(tokens) == 3:
+            pairs.append(Pair(image(tokens[0], tokens[1], number), image(tokens[0], tokens[2], number), True, fold))
+        elif not same and len(tokens) == 4:
+            pairs.append(Pair(image(tokens[0], tokens[1], number), image(tokens[2], tokens[3], number), False, fold))
+        else:
+            kind = "'name i j'" if same else "'name1 i name2 j'"
+            raise ConfigError(f"{pairs_file}:{number}: expected a {kind} line here, got {' '.join(tokens)!r}")
+    if n_folds == 1:
+        folds = _consecutive_folds(len(pairs))
+        pairs = [Pair(p.a, p.b, p.same, f) for p, f in zip(pairs, folds, strict=True)]
+    return pairs
+
+
+_TRUE = {"1", "true", "yes"}
+_FALSE = {"0", "false", "no"}
+
+
+def read_pairs_csv(path: Path, check_files: bool = False) -> list[Pair]:
+    """Pairs from a CSV of `path1,path2,same[,fold]` (a header line is optional; relative paths are taken
+    from the CSV's folder; `same` is 1/0, true/false or yes/no). Without a fold column, pairs are cut
+    into ten consecutive folds in file order. Errors name the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such pairs file")
+    rows: list[tuple[Path, Path, bool, int | None]] = []
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        for number, row in enumerate(csv.reader(fh), start=1):
+            if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+                continue
+            if len(row) not in (3, 4):
+                raise ConfigError(f"{path}:{number}: expected 3 fields (path1,path2,same[,fold]), got {len(row)}")
+            a, b, label = (field.strip() for field in row[:3])
+            if label.lower() not in _TRUE | _FALSE:
+                if number == 1:
+                    continue  # a header
+                raise ConfigError(f"{path}:{number}: 'same' must be 1/0, true/false or yes/no; got {label!r}")
+            fold = None
+            if len(row) == 4:
+                try:
+                    fold = int(row[3])
+                except ValueError:
+                    raise ConfigError(f"{path}:{number}: fold must be an integer, got {row[3]!r}") from None
+            first, second = path.parent / a, path.parent / b
+            for image in (first, second) if check_files else ():
+                if not image.is_file():
+                    raise ConfigError(f"{path}:{number}: image {image} not found")
+            rows.append((first, second, label.lower() in _TRUE, fold))
+    if not rows:
+        raise ConfigError(f"{path}: no pairs in the file")
+    folds = _consecutive_folds(len(rows))
+    return [Pair(a, b, same, fold if fold is not None else folds[i]) for i, (a, b, same, fold) in enumerate(rows)]
+
+
+def read_pairs(pairs_file: Path, root: Path | None = None) -> list[Pair]:
+    """A `.csv` pairs list, or the LFW `pairs.txt` format (which needs ROOT)."""
+    if Path(pairs_file).suffix.lower() == ".csv":
+        return read_pairs_csv(pairs_file, check_files=True)
+    if root is None:
+        raise ConfigError("an LFW pairs.txt needs --root, the folder holding name/name_0001.jpg")
+    return read_lfw_pairs(pairs_file, root)
+
+
+def folder_per_person(root: Path) -> list[tuple[Path, str]]:
+    """(image path, person) for every image in ROOT/<person>/, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: not a folder (expected one sub-folder of images per person)")
+    items = [
+        (path, person_dir.name)
+        for person_dir in sorted(p for p in root.iterdir() if p.is_dir())
+        for path in sorted(person_dir.iterdir())
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not items:
+        raise ConfigError(f"{root}: no images found in per-person sub-folders")
+    return items
+
+
+# -- embedding with fallback, degradation and cache ----------------------------------------------
+def fallback_face(height: int, width: int) -> Face:
+    """The template's five points on a centred square: the face papers assume when none is detected."""
+    side = FALLBACK_SIDE * min(height, width)
+    x0, y0 = (width - side) / 2, (height - side) / 2
+    landmarks = ARCFACE_TEMPLATE / ARCFACE_SIZE * side + [x0, y0]
+    return Face(bbox=[x0, y0, x0 + side, y0 + side], det_score=0.0, landmarks=landmarks,
+                attributes={"fallback": True})
+
+
+def degrade(image: np.ndarray, face: Face, size: int) -> np.ndarray:
+    """The image down-sampled so the face box is `size` px wide, then up-sampled back (bicubic):
+    a low-resolution probe with the geometry unchanged, so landmarks still apply."""
+    factor = size / max(face.width, 1.0)
+    if factor >= 1.0:
+        return image
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+@dataclass
+class Embeddings:
+    vectors: dict[Path, np.ndarray] = field(default_factory=dict)
+    fallback: set[Path] = field(default_factory=set)
+    errors: dict[Path, str] = field(default_factory=dict)
+    cached: int = 0
+
+
+class Embedder:
+    """Embeds images one face each (largest, or the fallback), through the cache."""
+
+    def __init__(self, analyzer: FaceAnalyzer, cache: EmbeddingCache | None = None) -> None:
+        self.analyzer = analyzer
+        self.cache = cache
+
+    def model_key(self, probe_size: int | None) -> str:
+        a = self.analyzer
+        return (f"{a.detector}|{a.recognizer}|flip={int(a.flip)}|det={a.det_size}|thr={a.det_threshold}"
+                f"|decode={a.decode_size}|fallback={FALLBACK_SIDE}|low={probe_size or 0}")
+
+    def _embed_one(self, path: Path, probe_size: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+        decoded = decode_image(path, max_side=self.analyzer.decode_size)
+        pixels = decoded.pixels
+        face = largest_face(self.analyzer.detector_model.detect(pixels))
+        info: dict[str, Any] = {"fallback": face is None}
+        if face is None:
+            face = fallback_face(*pixels.shape[:2])
+        if probe_size:
+            pixels = degrade(pixels, face, probe_size)
+        vector = self.analyzer.recognizer_model.embed_faces(pixels, [face])[0]
+        return vector, info
+
+    def embed(
+        self, paths: list[Path], probe_size: int | None = None, on_done: Callable[[Path], None] | None = None
+    ) -> Embeddings:
+        self.analyzer.check_models()
+        out = Embeddings()
+        key = self.model_key(probe_size)
+
+        def work(path: Path) -> None:
+            try:
+                digest = file_digest(path)
+                hit = self.cache.get(digest, key) if self.cache else None
+                if hit is not None:
+                    vector, info = hit
+                    out.cached += 1
+                else:
+                    vector, info = self._embed_one(path, probe_size)
+                    if self.cache:
+                        self.cache.put(digest, key, vector, info)
+                out.vectors[path] = vector
+                if info.get("fallback"):
+                    out.fallback.add(path)
+            except FacelensError as exc:
+                out.errors[path] = str(exc)
+            except OSError as exc:
+                out.errors[path] = f"{path}: cannot be read ({exc.strerror or exc})"
+            if on_done:
+                on_done(path)
+
+        unique = list(dict.fromkeys(paths))
+        with ThreadPoolExecutor(max_workers=self.analyzer.n_threads) as pool:
+            list(pool.map(work, unique))
+        return out
+
+
+# -- protocols ---------------------------------------------------------------------------------
+@dataclass
+class PairsResult:
+    """Scores and every figure of one recognizer on one pairs list."""
+
+    summary: dict[str, Any]
+    genuine: np.ndarray
+    impostor: np.ndarray
+
+
+def _verification_figures(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> dict[str, Any]:
+    genuine, impostor = scores[same], scores[~same]
+    kfold = metrics.kfold_accuracy(scores, same, folds)
+    eer, eer_threshold = metrics.eer(genuine, impostor)
+    best_t, best_acc = metrics.best_threshold(scores, same)
+    tar = {}
+    for far in DEFAULT_FARS:
+        value, threshold = metrics.tar_at_far(genuine, impostor, far)
+        tar[f"{far:g}"] = {"tar": value, "threshold": threshold, "impostor_pairs_above": int(far * len(impostor))}
+    return {
+        "accuracy_mean": kfold["mean"],
+        "accuracy_std": kfold["std"],
+        "fold_accuracies": kfold["accuracies"],
+        "fold_thresholds": kfold["thresholds"],
+        "auc": metrics.roc_auc(genuine, impostor),
+        "eer": eer,
+        "eer_threshold": eer_threshold,
+        "tar_at_far": tar,
+        "best_threshold": {"threshold": best_t, "accuracy": best_acc},
+        "genuine_pairs": len(genuine),
+        "impostor_pairs": len(impostor),
+    }
+
+
+def evaluate_pairs(
+    pairs: list[Pair],
+    embedder: Embedder,
+    probe_sizes: tuple[int, ...] = (),
+    groups: dict[str, str] | None = None,
+    far: float = 1e-3,
+    on_done: Callable[[Path], None] | None = None,
+) -> PairsResult:
+    """The LFW protocol: 10-fold accuracy (threshold chosen on nine folds, applied to the tenth), and
+    over all pairs ROC AUC, EER, TAR at FAR 1e-4/1e-3/1e-2 and the best single threshold."""
+    if not pairs:
+        raise ConfigError("no pairs to evaluate")
+    images = [p for pair in pairs for p in (pair.a, pair.b)]
+    emb = embedder.embed(images, on_done=on_done)
+    usable = [p for p in pairs if p.a in emb.vectors and p.b in emb.vectors]
+    if not usable or all(p.same for p in usable) or not any(p.same for p in usable):
+        raise ConfigError("need readable genuine and impostor pairs to evaluate")
+    scores = np.array([float(emb.vectors[p.a] @ emb.vectors[p.b]) for p in usable])
+    same = np.array([p.same for p in usable])
+    folds = np.array([p.fold for p in usable])
+    summary: dict[str, Any] = {
+        "recognizer": embedder.analyzer.recognizer,
+        "detector": embedder.analyzer.detector,
+        "flip": embedder.analyzer.flip,
+        "pairs": len(pairs),
+        "pairs_skipped": len(pairs) - len(usable),
+        "images": len(set(images)),
+        "fallback_images": len(emb.fallback),
+        "unreadable_images": {str(k): v for k, v in emb.errors.items()},
+        "cached_images": emb.cached,
+        **_verification_figures(scores, same, folds),
+    }
+    if probe_sizes:
+        low: dict[str, Any] = {}
+        probes = [p.b for p in usable]
+        for size in probe_sizes:
+            degraded = embedder.embed(probes, probe_size=size)
+            kept = [p for p in usable if p.b in degraded.vectors]
+            s = np.array([float(emb.vectors[p.a] @ degraded.vectors[p.b]) for p in kept])
+            figures = _verification_figures(s, np.array([p.same for p in kept]), np.array([p.fold for p in kept]))
+            low[str(size)] = {k: figures[k] for k in ("accuracy_mean", "accuracy_std", "auc", "eer", "tar_at_far")}
+        summary["low_resolution"] = low
+    if groups is not None:
+        summary["bias"] = group_error_rates(usable, scores, groups, far)
+    return PairsResult(summary, scores[same], scores[~same])
+
+
+def identity_of(path: Path) -> str:
+    """The person an image belongs to in a folder-per-person layout: its folder's name."""
+    return Path(path).parent.name
+
+
+def read_groups(path: Path) -> dict[str, str]:
+    """CSV `identity,group` (or `image path,group`); a header line is allowed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such groups file")
+    groups: dict[str, str] = {}
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        for number, row in enumerate(csv.reader(fh), start=1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) != 2:
+                raise ConfigError(f"{path}:{number}: expected 'identity,group', got {len(row)} fields")
+            key, group = row[0].strip(), row[1].strip()
+            if number == 1 and key.lower() in {"identity", "image", "path", "person"}:
+                continue
+            groups[key] = group
+    if not groups:
+        raise ConfigError(f"{path}: no groups in the file")
+    return groups
+
+
+def _group_of(path: Path, groups: dict[str, str]) -> str | None:
+    return groups.get(str(path)) or groups.get(path.name) or groups.get(identity_of(path))
+
+
+def group_error_rates(pairs: list[Pair], scores: np.ndarray, groups: dict[str, str], far: float) -> dict[str, Any]:
+    """False-match and false-non-match rates per group at ONE global threshold (the one giving `far`
+    over all impostor pairs), counting pairs whose two images are in the same group, as demographic
+    studies (NIST FRVT part 8) do; and the worst/best ratio of each rate."""
+    same = np.array([p.same for p in pairs])
+    threshold = metrics.tar_at_far(scores[same], scores[~same], far)[1]
+    per_group: dict[str, dict[str, Any]] = {}
+    labels = [(_group_of(p.a, groups), _group_of(p.b, groups)) for p in pairs]
+    for group in sorted({g for pair in labels for g in pair if g is not None}):
+        mask = np.array([ga == group and gb == group for ga, gb in labels])
+        gen, imp = scores[mask & same], scores[mask & ~same]
+        per_group[group] = {
+            "genuine_pairs": len(gen),
+            "impostor_pairs": len(imp),
+            "fnmr": float((gen < threshold).mean()) if len(gen) else None,
+            "fmr": float((imp >= threshold).mean()) if len(imp) else None,
+        }
+
+    def ratio(key: str) -> float | None:
+        values = [v[key] for v in per_group.values() if v[key] is not None]
+        if len(values) < 2:
+            return None
+        lo, hi = min(values), max(values)
+        return float("inf") if lo == 0 and hi > 0 else (hi / lo if lo > 0 else 1.0)
+
+    return {"threshold": threshold, "far": far, "groups": per_group,
+            "fmr_worst_best_ratio": ratio("fmr"), "fnmr_worst_best_ratio": ratio("fnmr")}
+
+
+def evaluate_identification(
+    root: Path,
+    embedder: Embedder,
+    enroll: int = 1,
+    probe_sizes: tuple[int, ...] = (),
+    on_done: Callable[[Path], None] | None = None,
+) -> dict[str, Any]:
+    """Folder-per-person identification: each person's first `enroll` images form the gallery, the rest
+    are mated probes; people with no more than `enroll` images are unknown (non-mated) probes.
+    Closed-set CMC (rank-1, rank-5) over mated probes; open-set DIR at FPIR 1e-2 and 1e-1."""
+    if enroll < 1:
+        raise ConfigError("--enroll must be at least 1")
+    items = folder_per_person(root)
+    by_person: dict[str, list[Path]] = {}
+    for path, person in items:
+        by_person.setdefault(person, []).append(path)
+    gallery = [(p, who) for who, paths in by_person.items() if len(paths) > enroll for p in paths[:enroll]]
+    mated = [(p, who) for who, paths in by_person.items() if len(paths) > enroll for p in paths[enroll:]]
+    unknown = [(p, who) for who, paths in by_person.items() if len(paths) <= enroll for p in paths]
+    if not gallery or not mated:
+        raise ConfigError(f"{root}: no person has more than {enroll} image(s); nothing to identify")
+    emb = embedder.embed([p for p, _ in items], on_done=on_done)
+
+    def stack(entries: list[tuple[Path, str]], vectors: dict[Path, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        kept = [(p, who) for p, who in entries if p in vectors]
+        if not kept:
+            return np.zeros((0, 1), np.float32), np.array([], dtype=object)
+        return np.stack([vectors[p] for p, _ in kept]), np.array([who for _, who in kept], dtype=object)
+
+    g_vec, g_lab = stack(gallery, emb.vectors)
+
+    def figures(vectors: dict[Path, np.ndarray]) -> dict[str, Any]:
+        m_vec, m_lab = stack(mated, vectors)
+        u_vec, u_lab = stack(unknown, vectors)
+        probes = np.concatenate([m_vec, u_vec]) if len(u_vec) else m_vec
+        labels = np.concatenate([m_lab, u_lab]) if len(u_lab) else m_lab
+        sim = probes @ g_vec.T
+        curve = metrics.cmc(sim, labels, g_lab, max_rank=min(20, len(set(g_lab))))
+        out: dict[str, Any] = {"rank1": float(curve[0]), "rank5": float(curve[min(4, len(curve) - 1)]),
+                               "cmc": [float(v) for v in curve]}
+        for fpir in (1e-2, 1e-1):
+            if len(u_vec):
+                dir_value, threshold = metrics.dir_at_fpir(sim, labels, g_lab, fpir)
+                out[f"dir_at_fpir_{fpir:g}"] = {"dir": dir_value, "threshold": threshold,
+                                                "unknown_probes_above": int(fpir * len(u_vec))}
+        return out
+
+    result: dict[str, Any] = {
+        "recognizer": embedder.analyzer.recognizer,
+        "detector": embedder.analyzer.detector,
+        "people": len(by_person),
+        "gallery_people": len(set(g_lab)),
+        "gallery_images": len(g_lab),
+        "mated_probes": len(mated),
+        "unknown_probes": len(unknown),
+        "fallback_images": len(emb.fallback),
+        "unreadable_images": {str(k): v for k, v in emb.errors.items()},
+        "cached_images": emb.cached,
+        **figures(emb.vectors),
+    }
+    if probe_sizes:
+        low = {}
+        probe_paths = [p for p, _ in mated + unknown]
+        for size in probe_sizes:
+            degraded = embedder.embed(probe_paths, probe_size=size)
+            f = figures({**emb.vectors, **degraded.vectors})
+            low[str(size)] = {k: v for k, v in f.items() if k != "cmc"}
+        result["low_resolution"] = low
+    return result
