@@ -358,6 +358,7 @@ def evaluate_pairs_cmd(
     from facelens.evaluate.protocols import evaluate_pairs, read_groups, read_pairs
     from facelens.evaluate.report import PAIRS_HEADER, pairs_rows, write_report
 
+    plots = _plots_module() if output is not None else None
     pair_list = read_pairs(pairs, root)
     group_map = read_groups(groups) if groups else None
     embedders, sizes = _evaluation_setup(recognizer, detector, flip, threads, no_cache, probe_size)
@@ -368,8 +369,7 @@ def evaluate_pairs_cmd(
             outcomes.append(evaluate_pairs(pair_list, embedder, sizes, group_map, far,
                                            on_done=lambda _path: advance(None)))  # type: ignore[arg-type]
     results = [o.summary for o in outcomes]
-    if output is not None:
-        plots = _plots_module()
+    if plots is not None and output is not None:
         names = [r["recognizer"] + (" +flip" if r["flip"] else "") for r in results]
         roc = {n: metrics.roc(o.genuine, o.impostor)[:2] for n, o in zip(names, outcomes, strict=True)}
         det = {n: metrics.det_curve(o.genuine, o.impostor) for n, o in zip(names, outcomes, strict=True)}
@@ -390,7 +390,7 @@ def evaluate_pairs_cmd(
         for r in results:
             if r["pairs_skipped"]:
                 out.print(f"{r['recognizer']}: {r['pairs_skipped']} pairs skipped (unreadable images)")
-        if output is not None:
+        if plots is not None and output is not None:
             out.print(f"wrote {_escape(str(report))} and plots in {_escape(str(output))}")
 
 
@@ -411,6 +411,7 @@ def evaluate_identify_cmd(
     from facelens.evaluate.protocols import evaluate_identification, folder_per_person
     from facelens.evaluate.report import IDENTIFY_HEADER, identify_rows, write_report
 
+    plots = _plots_module() if output is not None else None
     n_images = len(folder_per_person(root))
     embedders, sizes = _evaluation_setup(recognizer, detector, flip, threads, no_cache, probe_size)
     results = []
@@ -418,8 +419,7 @@ def evaluate_identify_cmd(
         with progress_bar(n_images, f"embedding ({embedder.analyzer.recognizer})") as advance:
             results.append(evaluate_identification(root, embedder, enroll, sizes,
                                                    on_done=lambda _path: advance(None)))  # type: ignore[arg-type]
-    if output is not None:
-        plots = _plots_module()
+    if plots is not None and output is not None:
         curve = plots.plot_cmc({r["recognizer"]: np.array(r["cmc"]) for r in results}, output / "cmc.png")
         report = write_report(output, "identify", results, {"root": str(root), "enroll": enroll}, [Path(curve)])
     if json_out:
@@ -429,7 +429,7 @@ def evaluate_identify_cmd(
         for row in identify_rows(results):
             table.add_row(*row)
         out.print(table)
-        if output is not None:
+        if plots is not None and output is not None:
             out.print(f"wrote {_escape(str(report))} and plots in {_escape(str(output))}")
 
 
