@@ -151,11 +151,11 @@ def test_cmc_hand_case() -> None:
         [
             [0.5, 0.9, 0.1, 0.7],  # a: own best 0.7, b's 0.9 above -> rank 2
             [0.2, 0.8, 0.3, 0.1],  # b: rank 1
-            [0.6, 0.5, 0.4, 0.45],  # c: own 0.4, three other entries above -> rank 4
+            [0.6, 0.5, 0.4, 0.45],  # c: own 0.4; labels a (0.6, 0.45) and b above -> rank 3, not 4
             [0.9, 0.9, 0.9, 0.9],  # d: not in gallery, excluded
         ]
     )
-    np.testing.assert_allclose(cmc(sim, probes, gallery, max_rank=5), [1 / 3, 2 / 3, 2 / 3, 1.0, 1.0])
+    np.testing.assert_allclose(cmc(sim, probes, gallery, max_rank=5), [1 / 3, 2 / 3, 1.0, 1.0, 1.0])
     # a tie with another label counts in the probe's favour
     np.testing.assert_allclose(cmc(np.array([[0.5, 0.5]]), ["a"], ["b", "a"], max_rank=2), [1.0, 1.0])
     with pytest.raises(ValueError):

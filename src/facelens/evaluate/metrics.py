@@ -261,11 +261,11 @@ def _own_and_other_best(
 def cmc(similarity: np.ndarray, probe_labels: np.ndarray, gallery_labels: np.ndarray, max_rank: int = 20) -> np.ndarray:
     """Closed-set cumulative match characteristic: identification rate at ranks 1..max_rank.
 
-    `similarity` is (n_probe, n_gallery). A probe's rank is 1 + the number of gallery entries
-    of another label that score strictly higher than the best entry of its own label, so ties
-    are resolved in the probe's favour and several entries per label are allowed (each
-    other-label entry above counts). Probes whose label is not in the gallery are left out: a
-    closed-set rate is only defined for mated searches (use dir_at_fpir for open-set).
+    `similarity` is (n_probe, n_gallery). Several entries per label are allowed; a label scores
+    its best entry, and a probe's rank is 1 + the number of other labels whose best entry scores
+    strictly higher than its own label's best (ranks are over identities, as a candidate list
+    shows them; ties go in the probe's favour). Probes whose label is not in the gallery are left
+    out: a closed-set rate is only defined for mated searches (use dir_at_fpir for open-set).
     """
     if max_rank < 1:
         raise ValueError("max_rank must be at least 1")
@@ -273,8 +273,13 @@ def cmc(similarity: np.ndarray, probe_labels: np.ndarray, gallery_labels: np.nda
     mated, best_own, own = _own_and_other_best(sim, probe_labels, gallery_labels)
     if not mated.any():
         raise ValueError("no probe has its label in the gallery")
-    above = (~own[mated]) & (sim[mated] > best_own[mated, None])
-    ranks = 1 + above.sum(axis=1)
+    labels, inverse = np.unique(np.asarray(gallery_labels).ravel(), return_inverse=True)
+    sim_m = sim[mated]
+    label_best = np.full((len(sim_m), len(labels)), -np.inf)
+    np.maximum.at(label_best, (np.arange(len(sim_m))[:, None], inverse[None, :]), sim_m)
+    own_label = np.zeros_like(label_best, dtype=bool)
+    np.logical_or.at(own_label, (np.arange(len(sim_m))[:, None], inverse[None, :]), own[mated])
+    ranks = 1 + ((label_best > best_own[mated, None]) & ~own_label).sum(axis=1)
     return (ranks[:, None] <= np.arange(1, max_rank + 1)[None, :]).mean(axis=0)
 
 
