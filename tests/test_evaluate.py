@@ -3,6 +3,7 @@
 import json
 import random
 
+import numpy as np
 import pytest
 
 from facelens import FaceAnalyzer
@@ -147,3 +148,35 @@ def test_cli_evaluate_bad_input(tmp_path):
     proc = run("evaluate", "identify", "--root", tmp_path)
     assert proc.returncode == 2 and "no images" in proc.stderr
 
+
+
+def test_cli_evaluate_identify_writes_cmc(lfw_layout, tmp_path):
+    root, _ = lfw_layout
+    out = tmp_path / "id"
+    proc = run("evaluate", "identify", "--root", root, "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)["results"][0]
+    assert result["rank1"] >= 0.95 and len(result["cmc"]) == 20
+    assert (out / "cmc.png").read_bytes()[:4] == b"\x89PNG"
+    assert "rank-1 %" in (out / "report.md").read_text()
+
+
+def test_group_error_rates_at_one_threshold():
+    from pathlib import Path
+
+    from facelens.evaluate.protocols import Pair, group_error_rates
+
+    def pair(a, b, same):
+        return Pair(Path(a) / "1.jpg", Path(b) / "2.jpg", same, 0)
+
+    pairs = [pair("A1", "A1", True), pair("A2", "A2", True), pair("A1", "A2", False), pair("A2", "A1", False),
+             pair("B1", "B1", True), pair("B2", "B2", True), pair("B1", "B2", False), pair("B2", "B1", False),
+             pair("A1", "B1", False)]  # a cross-group impostor: counts for the threshold, for no group
+    scores = np.array([0.9, 0.9, 0.1, 0.1, 0.3, 0.9, 0.1, 0.6, 0.2])
+    groups = {"A1": "A", "A2": "A", "B1": "B", "B2": "B"}
+    bias = group_error_rates(pairs, scores, groups, far=0.0)
+    # FAR 0 over all impostors: threshold just above the highest impostor score, 0.6
+    assert 0.6 < bias["threshold"] < 0.6001
+    assert bias["groups"]["A"] == {"genuine_pairs": 2, "impostor_pairs": 2, "fnmr": 0.0, "fmr": 0.0}
+    assert bias["groups"]["B"] == {"genuine_pairs": 2, "impostor_pairs": 2, "fnmr": 0.5, "fmr": 0.0}
+    assert bias["fnmr_worst_best_ratio"] == float("inf") and bias["fmr_worst_best_ratio"] == 1.0
