@@ -299,14 +299,24 @@ def calibrate(
         out.print(f"saved to {_escape(str(target))}")
 
 
-def _plots_module() -> Any:
+def _require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise fail("plots need matplotlib: pip install 'facelens[eval]'") from None
-    from facelens.evaluate import plots
 
-    return plots
+
+def _show_evaluation(protocol: str, results: list[dict[str, Any]], header: list[str], rows: list[list[str]],
+                     report: Path | None, json_out: bool) -> None:
+    if json_out:
+        _print_json({"protocol": protocol, "results": results})
+        return
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    if report is not None:
+        out.print(f"wrote {_escape(str(report))} and plots in {_escape(str(report.parent))}")
 
 
 def _parse_list(text: str, convert: Callable[[str], Any], what: str) -> list[Any]:
@@ -354,11 +364,11 @@ def evaluate_pairs_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Verification, LFW style: 10-fold accuracy, AUC, EER, TAR@FAR, best threshold."""
-    from facelens.evaluate import metrics
     from facelens.evaluate.protocols import evaluate_pairs, read_groups, read_pairs
-    from facelens.evaluate.report import PAIRS_HEADER, pairs_rows, write_report
+    from facelens.evaluate.report import PAIRS_HEADER, pairs_rows, write_pairs_outputs
 
-    plots = _plots_module() if output is not None else None
+    if output is not None:
+        _require_matplotlib()
     pair_list = read_pairs(pairs, root)
     group_map = read_groups(groups) if groups else None
     embedders, sizes = _evaluation_setup(recognizer, detector, flip, threads, no_cache, probe_size)
@@ -369,29 +379,12 @@ def evaluate_pairs_cmd(
             outcomes.append(evaluate_pairs(pair_list, embedder, sizes, group_map, far,
                                            on_done=lambda _path: advance(None)))  # type: ignore[arg-type]
     results = [o.summary for o in outcomes]
-    if plots is not None and output is not None:
-        names = [r["recognizer"] + (" +flip" if r["flip"] else "") for r in results]
-        roc = {n: metrics.roc(o.genuine, o.impostor)[:2] for n, o in zip(names, outcomes, strict=True)}
-        det = {n: metrics.det_curve(o.genuine, o.impostor) for n, o in zip(names, outcomes, strict=True)}
-        made = [plots.plot_roc(roc, output / "roc.png"), plots.plot_det(det, output / "det.png")]
-        for n, o, r in zip(names, outcomes, results, strict=True):
-            made.append(plots.plot_score_histograms(
-                o.genuine, o.impostor, output / f"scores_{n.replace(' +', '_')}.png",
-                threshold=r["best_threshold"]["threshold"], title=f"{n}: genuine vs impostor"))
-        report = write_report(output, "pairs", results, {"pairs_file": str(pairs), "pairs": len(pair_list)},
-                              [Path(p) for p in made])
-    if json_out:
-        _print_json({"protocol": "pairs", "results": results})
-    else:
-        table = Table(*PAIRS_HEADER)
-        for row in pairs_rows(results):
-            table.add_row(*row)
-        out.print(table)
-        for r in results:
-            if r["pairs_skipped"]:
-                out.print(f"{r['recognizer']}: {r['pairs_skipped']} pairs skipped (unreadable images)")
-        if plots is not None and output is not None:
-            out.print(f"wrote {_escape(str(report))} and plots in {_escape(str(output))}")
+    report = write_pairs_outputs(output, outcomes, {"pairs_file": str(pairs), "pairs": len(pair_list)}) \
+        if output is not None else None
+    _show_evaluation("pairs", results, PAIRS_HEADER, pairs_rows(results), report, json_out)
+    skipped = [r for r in results if r["pairs_skipped"]]
+    for r in skipped if not json_out else []:
+        out.print(f"{r['recognizer']}: {r['pairs_skipped']} pairs skipped (unreadable images)")
 
 
 @evaluate_app.command("identify")
@@ -409,9 +402,10 @@ def evaluate_identify_cmd(
 ) -> None:
     """Identification: closed-set rank-1/rank-5 (CMC) and open-set DIR at FPIR 1e-2, 1e-1."""
     from facelens.evaluate.protocols import evaluate_identification, folder_per_person
-    from facelens.evaluate.report import IDENTIFY_HEADER, identify_rows, write_report
+    from facelens.evaluate.report import IDENTIFY_HEADER, identify_rows, write_identify_outputs
 
-    plots = _plots_module() if output is not None else None
+    if output is not None:
+        _require_matplotlib()
     n_images = len(folder_per_person(root))
     embedders, sizes = _evaluation_setup(recognizer, detector, flip, threads, no_cache, probe_size)
     results = []
@@ -419,18 +413,9 @@ def evaluate_identify_cmd(
         with progress_bar(n_images, f"embedding ({embedder.analyzer.recognizer})") as advance:
             results.append(evaluate_identification(root, embedder, enroll, sizes,
                                                    on_done=lambda _path: advance(None)))  # type: ignore[arg-type]
-    if plots is not None and output is not None:
-        curve = plots.plot_cmc({r["recognizer"]: np.array(r["cmc"]) for r in results}, output / "cmc.png")
-        report = write_report(output, "identify", results, {"root": str(root), "enroll": enroll}, [Path(curve)])
-    if json_out:
-        _print_json({"protocol": "identify", "results": results})
-    else:
-        table = Table(*IDENTIFY_HEADER)
-        for row in identify_rows(results):
-            table.add_row(*row)
-        out.print(table)
-        if plots is not None and output is not None:
-            out.print(f"wrote {_escape(str(report))} and plots in {_escape(str(output))}")
+    report = write_identify_outputs(output, results, {"root": str(root), "enroll": enroll}) \
+        if output is not None else None
+    _show_evaluation("identify", results, IDENTIFY_HEADER, identify_rows(results), report, json_out)
 
 
 @models_app.command("list")

@@ -107,3 +107,27 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_pairs_outputs(out_dir: Path, outcomes: list[Any], context: dict[str, Any]) -> Path:
+    """results.json, report.md and the ROC, DET and score-histogram plots of a pairs run."""
+    from facelens.evaluate import metrics, plots
+
+    results = [o.summary for o in outcomes]
+    names = [r["recognizer"] + (" +flip" if r["flip"] else "") for r in results]
+    roc = {n: metrics.roc(o.genuine, o.impostor)[:2] for n, o in zip(names, outcomes, strict=True)}
+    det = {n: metrics.det_curve(o.genuine, o.impostor) for n, o in zip(names, outcomes, strict=True)}
+    made = [plots.plot_roc(roc, out_dir / "roc.png"), plots.plot_det(det, out_dir / "det.png")]
+    for name, o, r in zip(names, outcomes, results, strict=True):
+        made.append(plots.plot_score_histograms(
+            o.genuine, o.impostor, out_dir / f"scores_{name.replace(' +', '_')}.png",
+            threshold=r["best_threshold"]["threshold"], title=f"{name}: genuine vs impostor"))
+    return write_report(out_dir, "pairs", results, context, made)
+
+
+def write_identify_outputs(out_dir: Path, results: list[dict[str, Any]], context: dict[str, Any]) -> Path:
+    """results.json, report.md and the CMC plot of an identification run."""
+    from facelens.evaluate import plots
+
+    curve = plots.plot_cmc({r["recognizer"]: np.array(r["cmc"]) for r in results}, out_dir / "cmc.png")
+    return write_report(out_dir, "identify", results, context, [curve])
