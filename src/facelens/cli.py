@@ -28,6 +28,8 @@ from facelens.types import ImageResult
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, align, embed and compare faces.")
 models_app = typer.Typer(no_args_is_help=True, help="List and pull pretrained models.")
 app.add_typer(models_app, name="models")
+gallery_app = typer.Typer(no_args_is_help=True, help="Enroll, list, rename, merge and forget people.")
+app.add_typer(gallery_app, name="gallery")
 evaluate_app = typer.Typer(no_args_is_help=True, help="Measure accuracy with the protocols papers use.")
 app.add_typer(evaluate_app, name="evaluate")
 
@@ -416,6 +418,113 @@ def evaluate_identify_cmd(
     report = write_identify_outputs(output, results, {"root": str(root), "enroll": enroll}) \
         if output is not None else None
     _show_evaluation("identify", results, IDENTIFY_HEADER, identify_rows(results), report, json_out)
+
+
+GalleryOpt = Annotated[Path | None, typer.Option("--gallery", help="gallery folder (default $FACELENS_GALLERY)")]
+
+
+def _gallery(path: Path | None, recognizer: str | None = None) -> Any:
+    from facelens.gallery import Gallery
+
+    analyzer = FaceAnalyzer(recognizer=recognizer, threads=1) if recognizer else None
+    return Gallery(path, analyzer)
+
+
+@gallery_app.command("enroll")
+def gallery_enroll(
+    name: Annotated[str, typer.Argument(help="the person's name")],
+    images: Annotated[list[str], typer.Argument(help="photos of this person, one face each (or folders)")],
+    largest: Annotated[bool, typer.Option("--largest", help="take the largest face of a multi-face photo")] = False,
+    recognizer: Annotated[str | None, typer.Option("--recognizer", help="for a new gallery")] = None,
+    gallery: GalleryOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Enroll NAME from IMAGES (all or nothing: a photo with no face or several faces is refused)."""
+    store = _gallery(gallery, recognizer)
+    ids = store.enroll(name, [str(p) for p in expand_paths(images)], largest=largest)
+    if json_out:
+        _print_json({"person": name, "faces_added": ids})
+    else:
+        out.print(f"enrolled {len(ids)} face(s) for {_escape(name)} in {_escape(str(store.path))}")
+
+
+@gallery_app.command("list")
+def gallery_list(gallery: GalleryOpt = None, json_out: JsonOpt = False) -> None:
+    """People in the gallery with their face counts."""
+    people = _gallery(gallery).people()
+    if json_out:
+        _print_json([p.to_dict() for p in people])
+        return
+    table = Table("id", "name", "faces")
+    for p in people:
+        table.add_row(str(p.id), _escape(p.name), str(p.faces))
+    out.print(table)
+
+
+@gallery_app.command("rename")
+def gallery_rename(old: str, new: str, gallery: GalleryOpt = None) -> None:
+    """Rename a person."""
+    _gallery(gallery).rename(old, new)
+    out.print(f"renamed {_escape(old)} to {_escape(new)}")
+
+
+@gallery_app.command("merge")
+def gallery_merge(source: str, target: str, gallery: GalleryOpt = None) -> None:
+    """Move every face of SOURCE to TARGET and remove SOURCE."""
+    moved = _gallery(gallery).merge(source, target)
+    out.print(f"moved {moved} face(s) from {_escape(source)} to {_escape(target)}")
+
+
+@gallery_app.command("remove-face")
+def gallery_remove_face(face_id: int, gallery: GalleryOpt = None) -> None:
+    """Remove one enrolled face by id."""
+    _gallery(gallery).remove_face(face_id)
+    out.print(f"removed face {face_id}")
+
+
+@gallery_app.command("forget")
+def gallery_forget(name: str, gallery: GalleryOpt = None, json_out: JsonOpt = False) -> None:
+    """Erase a person completely (rows, embeddings, thumbnails; storage compacted) and write a receipt."""
+    receipt = _gallery(gallery).forget(name)
+    if json_out:
+        _print_json(receipt)
+    else:
+        out.print(f"forgot {_escape(name)}: {receipt['faces_removed']} face(s) erased; "
+                  f"receipt {_escape(receipt['receipt'])}")
+
+
+@app.command()
+def identify(
+    images: Annotated[list[str], typer.Argument(help="images or folders")],
+    gallery: GalleryOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=100)] = 3,
+    far: FarOpt = 1e-3,
+    json_out: JsonOpt = False,
+) -> None:
+    """Who is in these photos? Every face against the gallery: a name, or unknown."""
+    from facelens.errors import FacelensError as _Error
+
+    store = _gallery(gallery)
+    failed = 0
+    table = Table("image", "face", "box", "identity", "similarity", "next best")
+    for path in expand_paths(images):
+        try:
+            found = store.identify(str(path), top_k=top_k, far=far)
+        except _Error as exc:
+            failed += 1
+            err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            continue
+        if json_out:
+            _print_json({"source": str(path), "faces": [f.to_dict() for f in found]})
+        for i, f in enumerate(found):
+            best = f.matches[0] if f.matches else None
+            runner = f.matches[1] if len(f.matches) > 1 else None
+            table.add_row(_escape(str(path)), str(i), ",".join(f"{v:.0f}" for v in f.face.bbox),
+                          _escape(f.identity or "unknown"), f"{best.similarity:.3f}" if best else "—",
+                          f"{_escape(runner.person)} {runner.similarity:.3f}" if runner else "—")
+    if not json_out:
+        out.print(table)
+    raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
 
 
 @models_app.command("list")

@@ -1,0 +1,197 @@
+"""The gallery's source of truth: one SQLite file, WAL mode, every write in one transaction.
+
+Schema (version 1): `meta` (schema version, the recognizer the gallery is bound to, its dimension),
+`people` (id, unique name, JSON metadata, timestamps) and `faces` (embedding as float32 bytes, the
+recognizer that made it, source image sha256, box, detection score, quality, JPEG thumbnail,
+timestamp), faces deleted with their person by a foreign-key cascade.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelens.errors import FacelensError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS people (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY,
+    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    embedding BLOB NOT NULL,
+    recognizer TEXT NOT NULL,
+    image_sha256 TEXT,
+    bbox TEXT,
+    det_score REAL,
+    quality REAL,
+    thumbnail BLOB,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
+"""
+
+
+class GalleryError(FacelensError):
+    """A gallery operation that cannot be done as asked (unknown person, wrong recognizer, ...)."""
+
+
+@dataclass(frozen=True)
+class Person:
+    id: int
+    name: str
+    metadata: dict[str, Any]
+    faces: int
+    created: float
+    updated: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "metadata": self.metadata, "faces": self.faces,
+                "created": self.created, "updated": self.updated}
+
+
+class SQLiteStore:
+    """Connection handling, schema and the row-level operations; no search logic lives here."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+
+    # -- connection ------------------------------------------------------------------------------
+    def connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten with zeros
+                conn.executescript(_SCHEMA)
+                version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if version is None:
+                    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif int(version[0]) > SCHEMA_VERSION:
+                    raise GalleryError(f"{self.path}: gallery schema v{version[0]} is newer than this facelens "
+                                       f"(v{SCHEMA_VERSION}); upgrade facelens")
+            except sqlite3.DatabaseError as exc:
+                raise GalleryError(f"{self.path}: not a usable gallery database ({exc})") from None
+            except OSError as exc:
+                raise GalleryError(f"{self.path}: cannot open the gallery ({exc.strerror or exc})") from None
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT: one writer at a time across processes; all or nothing."""
+        conn = self.connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise GalleryError(f"{self.path}: gallery is busy or read-only ({exc})") from None
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    # -- meta ------------------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self.connect().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def bind_recognizer(self, conn: sqlite3.Connection, recognizer: str, dim: int) -> None:
+        """Bind an empty gallery to a recognizer; refuse embeddings of any other model."""
+        bound = conn.execute("SELECT value FROM meta WHERE key='recognizer'").fetchone()
+        if bound is None:
+            conn.execute("INSERT INTO meta VALUES ('recognizer', ?), ('dim', ?)", (recognizer, str(dim)))
+        elif bound[0] != recognizer:
+            raise GalleryError(f"this gallery holds {bound[0]} embeddings; {recognizer} embeddings cannot be mixed in "
+                               "(use a separate gallery)")
+
+    # -- people ----------------------------------------------------------------------------------
+    def person(self, name_or_id: str | int) -> Person:
+        conn = self.connect()
+        column = "id" if isinstance(name_or_id, int) else "name"
+        row = conn.execute(
+            f"SELECT p.id, p.name, p.metadata, COUNT(f.id), p.created, p.updated FROM people p "
+            f"LEFT JOIN faces f ON f.person_id = p.id WHERE p.{column} = ? GROUP BY p.id", (name_or_id,)
+        ).fetchone()
+        if row is None:
+            raise GalleryError(f"no person {name_or_id!r} in the gallery")
+        return Person(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
+
+    def people(self) -> list[Person]:
+        rows = self.connect().execute(
+            "SELECT p.id, p.name, p.metadata, COUNT(f.id), p.created, p.updated FROM people p "
+            "LEFT JOIN faces f ON f.person_id = p.id GROUP BY p.id ORDER BY p.name"
+        ).fetchall()
+        return [Person(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    @staticmethod
+    def ensure_person(conn: sqlite3.Connection, name: str, metadata: dict[str, Any] | None = None) -> int:
+        row = conn.execute("SELECT id FROM people WHERE name=?", (name,)).fetchone()
+        now = time.time()
+        if row:
+            conn.execute("UPDATE people SET updated=? WHERE id=?", (now, row[0]))
+            return int(row[0])
+        cur = conn.execute("INSERT INTO people (name, metadata, created, updated) VALUES (?, ?, ?, ?)",
+                           (name, json.dumps(metadata or {}), now, now))
+        return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def add_face(conn: sqlite3.Connection, person_id: int, embedding: np.ndarray, recognizer: str,
+                 image_sha256: str | None, bbox: list[float] | None, det_score: float | None,
+                 quality: float | None, thumbnail: bytes | None) -> int:
+        cur = conn.execute(
+            "INSERT INTO faces (person_id, embedding, recognizer, image_sha256, bbox, det_score, quality, thumbnail, "
+            "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (person_id, np.asarray(embedding, dtype=np.float32).tobytes(), recognizer, image_sha256,
+             json.dumps(bbox) if bbox is not None else None, det_score, quality, thumbnail, time.time()),
+        )
+        return int(cur.lastrowid or 0)
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(face ids, person ids, (N, dim) float32 matrix) of every face: the exact-search view."""
+        rows = self.connect().execute("SELECT id, person_id, embedding FROM faces ORDER BY id").fetchall()
+        dim = int(self.meta("dim") or 0)
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        persons = np.array([r[1] for r in rows], dtype=np.int64)
+        matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        return ids, persons, matrix
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: cheap staleness check for cached views."""
+        return int(self.connect().execute("PRAGMA data_version").fetchone()[0])
+
+    def compact(self) -> None:
+        """Rewrite the database so deleted rows' bytes leave the files (WAL checkpoint + VACUUM)."""
+        conn = self.connect()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
