@@ -135,3 +135,58 @@ def test_gallery_cli(tmp_path, people, data):
     assert forgot.returncode == 0 and json.loads(forgot.stdout)["faces_removed"] == 1
     missing = run("gallery", "forget", "obama", env=env)
     assert missing.returncode == 2 and "no person 'obama'" in missing.stderr
+
+
+def _wait_for_faces(db, minimum, proc, timeout=120):
+    import sqlite3
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with sqlite3.connect(db, timeout=5) as conn:
+                if conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0] >= minimum:
+                    return
+        except sqlite3.OperationalError:
+            pass  # the schema is not there yet
+        time.sleep(0.05)
+    raise AssertionError("import did not progress")
+
+
+def test_kill_9_mid_import_leaves_a_consistent_gallery(tmp_path, data, people, analyzer):
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    folder = tmp_path / "g"
+    env = {**os.environ, "FACELENS_GALLERY": str(folder)}
+    proc = subprocess.Popen([sys.executable, "-m", "facelens", "gallery", "import", str(data / "identities")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_faces(folder / "gallery.sqlite", 20, proc)
+        # concurrent reader while the writer works: results must be correct
+        reader = Gallery(folder, analyzer)
+        first = next(p for p in reader.people() if p.faces)
+        probe = people[first.name][-1]
+        assert max(reader.identify(probe), key=lambda r: r.face.area).matches[0].person == first.name
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    with sqlite3.connect(folder / "gallery.sqlite") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        orphans = conn.execute("SELECT COUNT(*) FROM faces WHERE person_id NOT IN (SELECT id FROM people)")
+        assert orphans.fetchone()[0] == 0
+        empty = conn.execute("SELECT COUNT(*) FROM people WHERE id NOT IN (SELECT person_id FROM faces)")
+        assert empty.fetchone()[0] == 0
+        partial = conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
+    assert 20 <= partial < 152
+    # a rerun resumes and ends where an uninterrupted import ends
+    resumed = run("gallery", "import", data / "identities", "--json", env={"FACELENS_GALLERY": str(folder)})
+    assert resumed.returncode == 0, resumed.stderr
+    statuses = [r["status"] for r in json.loads(resumed.stdout)]
+    assert statuses.count("already enrolled") >= partial
+    with sqlite3.connect(folder / "gallery.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0] == 152  # 161 photos, 9 duplicate files

@@ -448,6 +448,34 @@ def gallery_enroll(
         out.print(f"enrolled {len(ids)} face(s) for {_escape(name)} in {_escape(str(store.path))}")
 
 
+@gallery_app.command("import")
+def gallery_import(
+    root: Annotated[Path, typer.Argument(help="folder with one sub-folder of photos per person")],
+    largest: Annotated[bool, typer.Option("--largest", help="take the largest face of a multi-face photo")] = False,
+    recognizer: Annotated[str | None, typer.Option("--recognizer", help="for a new gallery")] = None,
+    gallery: GalleryOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Enroll a folder per person; bad files are reported and skipped; a rerun resumes."""
+    from facelens.evaluate.protocols import folder_per_person
+
+    store = _gallery(gallery, recognizer)
+    total = len(folder_per_person(root))
+    with progress_bar(total, "importing") as advance:
+        report = store.import_folder(root, largest=largest, on_result=lambda entry: advance(None))  # type: ignore
+    errors = [r for r in report if r["status"] == "error"]
+    for r in errors:
+        err.print(f"[red]error:[/red] {_escape(r['error'])}", markup=True, highlight=False)
+    if json_out:
+        _print_json(report)
+    else:
+        done = sum(r["status"] == "enrolled" for r in report)
+        skipped = sum(r["status"] == "already enrolled" for r in report)
+        out.print(f"enrolled {done} photo(s), {skipped} already there, {len(errors)} error(s) "
+                  f"into {_escape(str(store.path))}")
+    raise typer.Exit(EXIT_ERROR if errors else EXIT_OK)
+
+
 @gallery_app.command("list")
 def gallery_list(gallery: GalleryOpt = None, json_out: JsonOpt = False) -> None:
     """People in the gallery with their face counts."""

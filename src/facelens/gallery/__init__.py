@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,42 @@ class Gallery:
                    for f, digest, thumb in prepared]
         self._writes += 1
         return ids
+
+    def import_folder(
+        self, root: str | os.PathLike[str], largest: bool = False,
+        on_result: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Enroll a folder-per-person tree, one transaction per image, so an interrupted import leaves a
+        consistent gallery and a rerun picks up where it stopped (images already enrolled for that
+        person, by content hash, are skipped). Returns one report entry per file."""
+        from facelens.evaluate.protocols import folder_per_person
+
+        report = []
+        for path, person in folder_per_person(Path(root)):
+            entry: dict[str, Any] = {"path": str(path), "person": person}
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                if self._has_image(person, digest):
+                    entry["status"] = "already enrolled"
+                else:
+                    entry["face_ids"] = self.enroll(person, [path], largest=largest)
+                    entry["status"] = "enrolled"
+            except (FacelensError, OSError) as exc:
+                entry["status"] = "error"
+                entry["error"] = str(exc)
+            report.append(entry)
+            if on_result:
+                on_result(entry)
+        return report
+
+    def _has_image(self, person: str, digest: str) -> bool:
+        if not (self.path / DB_NAME).exists():
+            return False
+        row = self.store.connect().execute(
+            "SELECT 1 FROM faces f JOIN people p ON p.id = f.person_id WHERE p.name=? AND f.image_sha256=?",
+            (person, digest),
+        ).fetchone()
+        return row is not None
 
     # -- search ----------------------------------------------------------------------------------
     def _search_view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
