@@ -190,3 +190,20 @@ def test_kill_9_mid_import_leaves_a_consistent_gallery(tmp_path, data, people, a
     assert statuses.count("already enrolled") >= partial
     with sqlite3.connect(folder / "gallery.sqlite") as conn:
         assert conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0] == 152  # 161 photos, 9 duplicate files
+
+
+def test_export_import_round_trip(tmp_path, people, analyzer):
+    source = Gallery(tmp_path / "a", analyzer)
+    source.enroll("lennon", people["openface-john_lennon"][:2])
+    source.enroll("clapton", people["openface-eric_clapton"][:1])
+    assert source.export(tmp_path / "g.jsonl") == 3
+    target = Gallery(tmp_path / "b", analyzer)
+    assert target.import_export(tmp_path / "g.jsonl") == 3
+    assert {p.name: p.faces for p in target.people()} == {"clapton": 1, "lennon": 2}
+    probe = people["openface-john_lennon"][2]
+    assert target.identify(probe)[0].identity == source.identify(probe)[0].identity == "lennon"
+    assert [f["image_sha256"] for f in target.faces("lennon")] == [f["image_sha256"] for f in source.faces("lennon")]
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    with pytest.raises(GalleryError, match="not a facelens gallery export"):
+        target.import_export(tmp_path / "bad.jsonl")
+    assert target.person("lennon").faces == 2  # nothing half-imported

@@ -456,10 +456,14 @@ def gallery_import(
     gallery: GalleryOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Enroll a folder per person; bad files are reported and skipped; a rerun resumes."""
+    """Enroll a folder per person (bad files reported and skipped; a rerun resumes), or load an export."""
     from facelens.evaluate.protocols import folder_per_person
 
     store = _gallery(gallery, recognizer)
+    if root.is_file():
+        added = store.import_export(root)
+        out.print(f"imported {added} face(s) from {_escape(str(root))}")
+        return
     total = len(folder_per_person(root))
     with progress_bar(total, "importing") as advance:
         report = store.import_folder(root, largest=largest, on_result=lambda entry: advance(None))  # type: ignore
@@ -487,6 +491,29 @@ def gallery_list(gallery: GalleryOpt = None, json_out: JsonOpt = False) -> None:
     for p in people:
         table.add_row(str(p.id), _escape(p.name), str(p.faces))
     out.print(table)
+
+
+@gallery_app.command("show")
+def gallery_show(name: str, gallery: GalleryOpt = None, json_out: JsonOpt = False) -> None:
+    """One person's enrolled faces."""
+    store = _gallery(gallery)
+    person, faces = store.person(name), store.faces(name)
+    if json_out:
+        _print_json({**person.to_dict(), "face_list": faces})
+        return
+    out.print(f"{_escape(person.name)} (id {person.id}), {person.faces} face(s), recognizer {store.recognizer}")
+    table = Table("face id", "box", "det score", "source image sha256")
+    for f in faces:
+        table.add_row(str(f["face_id"]), ",".join(f"{v:.0f}" for v in f["bbox"] or []),
+                      f"{f['det_score']:.3f}" if f["det_score"] is not None else "—", (f["image_sha256"] or "—")[:16])
+    out.print(table)
+
+
+@gallery_app.command("export")
+def gallery_export(target: Path, gallery: GalleryOpt = None) -> None:
+    """Write people, faces, embeddings and thumbnails to a JSON-lines file (`gallery import` reads it)."""
+    count = _gallery(gallery).export(target)
+    out.print(f"exported {count} face(s) to {_escape(str(target))}")
 
 
 @gallery_app.command("rename")

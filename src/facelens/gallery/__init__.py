@@ -7,6 +7,7 @@ of 512-d that is ~50 ms on one core.
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import hashlib
 import json
@@ -242,6 +243,58 @@ class Gallery:
 
     def person(self, name: str) -> Person:
         return self.store.person(name)
+
+    def faces(self, name: str) -> list[dict[str, Any]]:
+        """The enrolled faces of a person: id, box, detection score, source image hash, date (no vectors)."""
+        person = self.store.person(name)
+        rows = self.store.connect().execute(
+            "SELECT id, bbox, det_score, image_sha256, recognizer, created FROM faces WHERE person_id=? ORDER BY id",
+            (person.id,),
+        ).fetchall()
+        return [{"face_id": r[0], "bbox": json.loads(r[1]) if r[1] else None, "det_score": r[2],
+                 "image_sha256": r[3], "recognizer": r[4], "created": r[5]} for r in rows]
+
+    def export(self, target: str | os.PathLike[str]) -> int:
+        """Write every person and face (embeddings and thumbnails included) as JSON lines; returns faces."""
+        conn = self.store.connect()
+        count = 0
+        tmp = Path(target).with_name(Path(target).name + ".tmp")
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps({"facelens_gallery": 1, "recognizer": self.recognizer}) + "\n")
+            for person in self.store.people():
+                rows = conn.execute("SELECT embedding, recognizer, image_sha256, bbox, det_score, quality, thumbnail "
+                                    "FROM faces WHERE person_id=? ORDER BY id", (person.id,)).fetchall()
+                faces = [{"embedding": base64.b64encode(r[0]).decode(), "recognizer": r[1], "image_sha256": r[2],
+                          "bbox": json.loads(r[3]) if r[3] else None, "det_score": r[4], "quality": r[5],
+                          "thumbnail": base64.b64encode(r[6]).decode() if r[6] else None} for r in rows]
+                fh.write(json.dumps({"name": person.name, "metadata": person.metadata, "faces": faces}) + "\n")
+                count += len(faces)
+        tmp.replace(target)
+        return count
+
+    def import_export(self, source: str | os.PathLike[str]) -> int:
+        """Load a file written by `export` in one transaction (all or nothing); returns faces added."""
+        lines = Path(source).read_text().splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else {}
+            records = [json.loads(line) for line in lines[1:] if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise GalleryError(f"{source}: not a facelens gallery export ({exc})") from None
+        if header.get("facelens_gallery") != 1:
+            raise GalleryError(f"{source}: not a facelens gallery export")
+        added = 0
+        with self.store.transaction() as conn:
+            for record in records:
+                person_id = self.store.ensure_person(conn, record["name"], record.get("metadata"))
+                for face in record["faces"]:
+                    vector = np.frombuffer(base64.b64decode(face["embedding"]), dtype=np.float32)
+                    self.store.bind_recognizer(conn, face["recognizer"], len(vector))
+                    thumb = base64.b64decode(face["thumbnail"]) if face.get("thumbnail") else None
+                    self.store.add_face(conn, person_id, vector, face["recognizer"], face.get("image_sha256"),
+                                        face.get("bbox"), face.get("det_score"), face.get("quality"), thumb)
+                    added += 1
+        self._writes += 1
+        return added
 
     def rename(self, old: str, new: str) -> None:
         new = new.strip()
