@@ -161,3 +161,10 @@ def test_calibrate_from_pairs_csv(data, tmp_path):
     assert proc.returncode == 2 and "bad.csv:2: expected 3 fields" in proc.stderr
     both = run("calibrate", "--pairs", bad, "--root", ids)
     assert both.returncode == 2 and "exactly one" in both.stderr
+
+
+def test_version():
+    from facelens import __version__
+
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"facelens {__version__}"

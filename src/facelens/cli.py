@@ -420,6 +420,17 @@ def evaluate_identify_cmd(
     _show_evaluation("identify", results, IDENTIFY_HEADER, identify_rows(results), report, json_out)
 
 
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="print the version and exit", is_eager=True)] = False,
+) -> None:
+    if version:
+        from facelens import __version__
+
+        out.print(f"facelens {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
 GalleryOpt = Annotated[Path | None, typer.Option("--gallery", help="gallery folder (default $FACELENS_GALLERY)")]
 
 
