@@ -14,6 +14,7 @@ import resource
 import threading
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,32 +145,34 @@ def load_bgr(path: str) -> np.ndarray:
     return load_image(path)
 
 
-class Peer:
+class Peer(ABC):
     """One system under test. `e2e` includes decoding; the other methods take decoded BGR arrays."""
 
     name = ""
     dim = 512
     can_split = True  # detection and embedding can be timed apart
 
+    @abstractmethod
     def load(self, threads: int, **options: Any) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def e2e(self, paths: Sequence[str], budget_s: float | None = None) -> list[Faces]:
-        raise NotImplementedError
+        ...
 
     def detect(self, img: np.ndarray) -> list[Any]:
-        raise NotImplementedError
+        raise TypeError(f"{self.name} cannot time detection and embedding apart (can_split is False)")
 
     def embed_one(self, img: np.ndarray, det: Any) -> np.ndarray:
         """Align and embed one face at batch 1, as the pipeline does."""
-        raise NotImplementedError
+        raise TypeError(f"{self.name} cannot time detection and embedding apart (can_split is False)")
 
     def align(self, img: np.ndarray, dets: list[Any]) -> np.ndarray:
-        raise NotImplementedError
+        raise TypeError(f"{self.name} cannot time detection and embedding apart (can_split is False)")
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """Embed aligned 112x112 BGR crops in batches."""
-        raise NotImplementedError
+        raise TypeError(f"{self.name} cannot time detection and embedding apart (can_split is False)")
 
     def describe(self) -> dict[str, Any]:
         return {}
