@@ -180,3 +180,19 @@ def test_group_error_rates_at_one_threshold():
     assert bias["groups"]["A"] == {"genuine_pairs": 2, "impostor_pairs": 2, "fnmr": 0.0, "fmr": 0.0}
     assert bias["groups"]["B"] == {"genuine_pairs": 2, "impostor_pairs": 2, "fnmr": 0.5, "fmr": 0.0}
     assert bias["fnmr_worst_best_ratio"] == float("inf") and bias["fmr_worst_best_ratio"] == 1.0
+
+
+def test_cli_evaluate_reports_unreadable_images_and_goes_on(data, tmp_path):
+    import shutil
+
+    biden = sorted((data / "identities/facerecognition-biden").iterdir())
+    lennon = sorted((data / "identities/openface-john_lennon").iterdir())
+    for i, src in enumerate([biden[0], biden[1], lennon[0], data / "corrupt/truncated.jpg"]):
+        shutil.copy(src, tmp_path / f"{i}.jpg")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("0.jpg,1.jpg,1\n0.jpg,2.jpg,0\n1.jpg,2.jpg,0\n3.jpg,0.jpg,1\n1.jpg,3.jpg,0\n")
+    proc = run("evaluate", "pairs", "--pairs", pairs, "--no-cache", "--json")
+    assert proc.returncode == 2
+    result = json.loads(proc.stdout)["results"][0]
+    assert result["pairs_skipped"] == 2 and result["genuine_pairs"] == 1 and result["impostor_pairs"] == 2
+    assert "3.jpg: corrupt or truncated" in proc.stderr

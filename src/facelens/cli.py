@@ -384,9 +384,12 @@ def evaluate_pairs_cmd(
     report = write_pairs_outputs(output, outcomes, {"pairs_file": str(pairs), "pairs": len(pair_list)}) \
         if output is not None else None
     _show_evaluation("pairs", results, PAIRS_HEADER, pairs_rows(results), report, json_out)
-    skipped = [r for r in results if r["pairs_skipped"]]
-    for r in skipped if not json_out else []:
-        out.print(f"{r['recognizer']}: {r['pairs_skipped']} pairs skipped (unreadable images)")
+    for message in sorted({m for r in results for m in r["unreadable_images"].values()}):
+        err.print(f"[red]error:[/red] {_escape(message)}", markup=True, highlight=False)
+    for r in results:
+        if r["pairs_skipped"]:
+            err.print(f"{r['recognizer']}: {r['pairs_skipped']} pair(s) skipped (unreadable images)")
+    raise typer.Exit(EXIT_ERROR if any(r["unreadable_images"] for r in results) else EXIT_OK)
 
 
 @evaluate_app.command("identify")
