@@ -571,15 +571,13 @@ def identify(
     json_out: JsonOpt = False,
 ) -> None:
     """Who is in these photos? Every face against the gallery: a name, or unknown."""
-    from facelens.errors import FacelensError as _Error
-
     store = _gallery(gallery)
     failed = 0
     table = Table("image", "face", "box", "identity", "similarity", "next best")
     for path in expand_paths(images):
         try:
             found = store.identify(str(path), top_k=top_k, far=far)
-        except _Error as exc:
+        except FacelensError as exc:
             failed += 1
             err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
             continue

@@ -6,6 +6,7 @@ the result is always a contiguous BGR uint8 array, the layout OpenCV and the mod
 
 from __future__ import annotations
 
+import hashlib
 import io as _io
 import math
 import os
@@ -23,6 +24,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: larger than any camera photo, far below what exhausts memory
 MIN_SIDE = 16  # below this no detector can find a face
 ORIENTATION_TAG = 0x0112
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (model checks, caches, gallery provenance)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def max_pixels() -> int:

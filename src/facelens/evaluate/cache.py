@@ -8,7 +8,6 @@ readers for free.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
@@ -18,14 +17,6 @@ from typing import Any
 import numpy as np
 
 from facelens.models.registry import facelens_home
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class EmbeddingCache:

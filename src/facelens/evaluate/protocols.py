@@ -22,8 +22,8 @@ import numpy as np
 from facelens.align import ARCFACE_SIZE, ARCFACE_TEMPLATE
 from facelens.errors import ConfigError, FacelensError
 from facelens.evaluate import metrics
-from facelens.evaluate.cache import EmbeddingCache, file_digest
-from facelens.io import IMAGE_SUFFIXES, decode_image
+from facelens.evaluate.cache import EmbeddingCache
+from facelens.io import IMAGE_SUFFIXES, decode_image, sha256_file
 from facelens.pipeline import FaceAnalyzer, largest_face
 from facelens.types import Face
 
@@ -220,7 +220,7 @@ class Embedder:
 
         def work(path: Path) -> None:
             try:
-                digest = file_digest(path)
+                digest = sha256_file(path)
                 hit = self.cache.get(digest, key) if self.cache else None
                 if hit is not None:
                     vector, info = hit

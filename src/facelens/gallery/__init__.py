@@ -24,7 +24,7 @@ import numpy as np
 
 from facelens.errors import ConfigError, FacelensError, NoFaceError
 from facelens.gallery.store import GalleryError, Person, SQLiteStore
-from facelens.io import ImageSource, decode_image
+from facelens.io import ImageSource, decode_image, sha256_file
 from facelens.models.registry import threshold_for
 from facelens.pipeline import FaceAnalyzer, source_label
 from facelens.types import Face
@@ -149,7 +149,7 @@ class Gallery:
                 raise GalleryError(f"{label}: {len(faces)} faces found; enroll needs one (or pass --largest)")
             face = max(faces, key=lambda f: f.area)
             analyzer.embed(decoded.pixels, [face])
-            digest = hashlib.sha256(Path(image).read_bytes()).hexdigest() if isinstance(image, str | Path) else None
+            digest = sha256_file(image) if isinstance(image, str | os.PathLike) else None
             thumb = _thumbnail(decoded.pixels, face)
             face.rescale(decoded.scale)
             prepared.append((face, digest, thumb))
@@ -176,7 +176,7 @@ class Gallery:
         for path, person in folder_per_person(Path(root)):
             entry: dict[str, Any] = {"path": str(path), "person": person}
             try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                digest = sha256_file(path)
                 if self._has_image(person, digest):
                     entry["status"] = "already enrolled"
                 else:

@@ -7,7 +7,6 @@ holds a half-written or tampered model under its real name.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -19,17 +18,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from facelens.errors import ConfigError, FacelensError, ModelIntegrityError, ModelNotFoundError
+from facelens.io import sha256_file
 from facelens.models.registry import Distribution, ModelEntry, facelens_home, get_model
 
 log = logging.getLogger(__name__)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def models_dir() -> Path:
