@@ -12,7 +12,7 @@ TEST_MODELS := scrfd-500m arcface-mbf dlib-resnet dlib-shape5 dlib-cnn
 $(BIN)/facelens: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,dlib,eval]'
+	$(BIN)/pip install -q -e '.[dev,dlib,eval,milvus]'
 	@touch $@
 
 install: $(BIN)/facelens

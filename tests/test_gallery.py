@@ -207,3 +207,155 @@ def test_export_import_round_trip(tmp_path, people, analyzer):
     with pytest.raises(GalleryError, match="not a facelens gallery export"):
         target.import_export(tmp_path / "bad.jsonl")
     assert target.person("lennon").faces == 2  # nothing half-imported
+
+
+def test_concurrent_writers_and_readers_across_processes(tmp_path, data, people, analyzer):
+    """An import, a second writer (CLI enroll) and a reader identifying over and over, all at once."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    folder = tmp_path / "g"
+    env = {**os.environ, "FACELENS_GALLERY": str(folder)}
+    importer = subprocess.Popen([sys.executable, "-m", "facelens", "gallery", "import", str(data / "identities")],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_faces(folder / "gallery.sqlite", 10, importer)
+        extra = subprocess.Popen([sys.executable, "-m", "facelens", "gallery", "enroll", "second-writer",
+                                  str(data / "groups/CompreFace__010_2.jpg"), "--largest"],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        reader = Gallery(folder, analyzer)
+        checked = 0
+        while importer.poll() is None or checked < 3:
+            enrolled = [p for p in reader.people() if p.faces and p.name in people and len(people[p.name]) > 1]
+            person = enrolled[checked % len(enrolled)]
+            result = max(reader.identify(people[person.name][-1]), key=lambda r: r.face.area)
+            assert result.matches[0].person == person.name, (person.name, result.to_dict())
+            checked += 1
+        assert extra.wait(timeout=120) == 0, extra.stderr.read()
+    finally:
+        importer.wait(timeout=300)
+    assert importer.returncode == 0, importer.stderr.read()
+    with sqlite3.connect(folder / "gallery.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0] == 152 + 1  # nothing lost
+    assert reader.person("second-writer").faces == 1
+    assert checked >= 3
+
+
+def _synthetic_gallery(folder, n, dim=512, seed=0):
+    """A gallery of `n` random unit vectors (one person each) written straight through the store."""
+    import numpy as np
+
+    from facelens.gallery.store import SQLiteStore
+
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = SQLiteStore(folder / "gallery.sqlite")
+    with store.transaction() as conn:
+        store.bind_recognizer(conn, "arcface-mbf", dim)
+        for i, v in enumerate(vectors):
+            store.add_face(conn, store.ensure_person(conn, f"p{i}"), v, "arcface-mbf", None, None, None, None, None)
+    store.close()
+    return vectors
+
+
+def test_index_is_rebuilt_when_missing_stale_or_corrupt(tmp_path, analyzer):
+    import numpy as np
+
+    folder = tmp_path / "g"
+    vectors = _synthetic_gallery(folder, 2000)
+    rng = np.random.default_rng(1)
+    probes = vectors[:20] + 0.02 * rng.standard_normal((20, 512)).astype(np.float32)
+
+    def top1(gallery):
+        return [gallery.search(p, 1)[0].person for p in probes]
+
+    expected = [f"p{i}" for i in range(20)]
+    first = Gallery(folder, analyzer)
+    assert top1(first) == expected and first.index.rebuilds == 1  # no index yet: built from SQLite
+    first.close()
+    assert (folder / "index" / "state.json").exists()
+    loaded = Gallery(folder, analyzer)
+    assert top1(loaded) == expected and loaded.index.rebuilds == 0  # loaded, not rebuilt
+    # stale: another writer adds a person; the loaded index catches up without a rebuild
+    other = Gallery(folder, analyzer)
+    with other.store.transaction() as conn:
+        pid = other.store.ensure_person(conn, "newcomer")
+        other.store.add_face(conn, pid, probes[0] * -1 / np.linalg.norm(probes[0]), "arcface-mbf",
+                             None, None, None, None, None)
+    assert loaded.search(-probes[0], 1)[0].person == "newcomer" and loaded.index.rebuilds == 0
+    other.remove_face(loaded.search(-probes[0], 1)[0].face_id)  # and deletions are masked
+    assert loaded.search(-probes[0], 1)[0].person != "newcomer"
+    # corrupt: flip bytes in the vectors file; the checksum catches it and the index is rebuilt
+    raw = bytearray((folder / "index" / "vectors.npy").read_bytes())
+    raw[-4096:] = bytes(4096)
+    (folder / "index" / "vectors.npy").write_bytes(bytes(raw))
+    fresh = Gallery(folder, analyzer)
+    assert top1(fresh) == expected and fresh.index.rebuilds == 1
+    fresh.close()
+    (folder / "index" / "state.json").write_text("{not json")
+    again = Gallery(folder, analyzer)
+    assert top1(again) == expected and again.index.rebuilds == 1
+
+
+def test_quantised_index_matches_exact_search(tmp_path, analyzer):
+    """Above PQ_MIN_FACES the index scans PQ codes and re-ranks exactly: top-1 must equal exact search."""
+    import numpy as np
+
+    from facelens.gallery.index import PQ_MIN_FACES, LocalIndex
+    from facelens.gallery.store import SQLiteStore
+
+    folder = tmp_path / "g"
+    vectors = _synthetic_gallery(folder, PQ_MIN_FACES + 500)
+    store = SQLiteStore(folder / "gallery.sqlite")
+    index = LocalIndex(folder)
+    index.sync(store)
+    assert index._pq is not None
+    rng = np.random.default_rng(2)
+    probes = vectors[rng.choice(len(vectors), 200, replace=False)]
+    probes = probes + 0.03 * rng.standard_normal(probes.shape).astype(np.float32)
+    exact = np.argsort(-(probes @ vectors.T), axis=1)[:, :10] + 1  # face ids are 1-based rows
+    results = [index.search(p, 10) for p in probes]
+    found = np.stack([ids for _, ids in results])
+    assert (found[:, 0] == exact[:, 0]).mean() == 1.0
+    # scores are exact (re-ranked with the stored vectors), best first; ranks 2-10 of random vectors are
+    # near-ties of unrelated faces that PQ cannot order (measured and reported in RESULTS.md, not asserted)
+    for p, (sims, ids) in zip(probes, results, strict=True):
+        assert np.allclose(sims, vectors[ids - 1] @ p, atol=1e-5) and np.all(np.diff(sims) <= 0)
+    index.save(store)
+    reloaded = LocalIndex(folder)
+    reloaded.sync(store)
+    assert reloaded.rebuilds == 0 and reloaded._pq is not None
+    assert all(reloaded.search(p, 1)[1][0] == e for p, e in zip(probes[:20], exact[:20, 0], strict=True))
+
+
+def test_milvus_backend(tmp_path, people, analyzer):
+    """The same Gallery interface over embedded Milvus (milvus-lite): enroll, identify, forget."""
+    folder = tmp_path / "g"
+    gallery = Gallery(folder, analyzer)
+    gallery.enroll("obama", people["facerecognition-obama"][:2])
+    gallery.use_milvus("milvus.db")  # existing faces are copied over
+    gallery.enroll("biden", people["facerecognition-biden"][:2])
+    gallery.enroll("lennon", people["openface-john_lennon"][:1])
+    from facelens.gallery.milvus import MilvusIndex
+
+    assert isinstance(gallery.index, MilvusIndex)
+    for name, probe in (("obama", people["facerecognition-obama"][3]), ("biden", people["facerecognition-biden"][3])):
+        assert max(gallery.identify(probe), key=lambda r: r.face.area).identity == name
+    assert gallery.index.size == 5
+    gallery.close()
+    reopened = Gallery(folder, analyzer)  # the binding is stored in the gallery
+    assert isinstance(reopened.index, MilvusIndex)
+    _, person_ids, matrix = reopened.store.embeddings()
+    secrets = [row.tobytes() for row, pid in zip(matrix, person_ids, strict=True)
+               if pid == reopened.person("biden").id]
+    reopened.forget("biden")
+    probe = people["facerecognition-biden"][3]
+    assert all(m.person != "biden" for r in reopened.identify(probe) for m in r.matches)
+    assert reopened.index.size == 3
+    blob = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    for secret in secrets:
+        assert secret[:64] not in blob
+    reopened.close()

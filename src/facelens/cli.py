@@ -437,11 +437,25 @@ def _root(
 GalleryOpt = Annotated[Path | None, typer.Option("--gallery", help="gallery folder (default $FACELENS_GALLERY)")]
 
 
+_OPEN_GALLERIES: list[Any] = []
+
+
 def _gallery(path: Path | None, recognizer: str | None = None) -> Any:
     from facelens.gallery import Gallery
 
     analyzer = FaceAnalyzer(recognizer=recognizer, threads=1) if recognizer else None
-    return Gallery(path, analyzer)
+    gallery = Gallery(path, analyzer)
+    _OPEN_GALLERIES.append(gallery)  # closed by main(): the search index is saved once, at exit
+    return gallery
+
+
+def _close_galleries() -> None:
+    while _OPEN_GALLERIES:
+        gallery = _OPEN_GALLERIES.pop()
+        try:
+            gallery.close()
+        except (FacelensError, OSError) as exc:  # the index is a cache: a read-only gallery still answers
+            logging.getLogger("facelens").debug("search index not saved: %s", exc)
 
 
 @gallery_app.command("enroll")
@@ -661,6 +675,8 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         fail(f"unexpected {type(exc).__name__}: {exc} (please report this)")
         return EXIT_ERROR
+    finally:
+        _close_galleries()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,8 +1,9 @@
 """The gallery: enroll people, identify faces 1:N (top-k or "unknown"), and forget people completely.
 
-One directory holds a gallery (`gallery.sqlite` and erasure receipts). Search is exact (one matrix
-product over every enrolled face, cached and refreshed when the database changes): at 100k faces
-of 512-d that is ~50 ms on one core.
+One directory holds a gallery: `gallery.sqlite` (the source of truth), `index/` (the persisted
+search index, rebuilt from the database whenever it is missing, stale or corrupt; see
+`gallery/index.py` for the method and why) and erasure receipts. A gallery created with
+`milvus_uri` keeps its vectors and search in Milvus instead (`gallery/milvus.py`).
 """
 
 from __future__ import annotations
@@ -90,8 +91,7 @@ class Gallery:
         self.path = Path(path) if path else default_gallery_path()
         self.analyzer = analyzer
         self._store: SQLiteStore | None = None
-        self._view: tuple[Any, ...] | None = None
-        self._writes = 0
+        self._index: Any = None
         self._lock = threading.Lock()
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -119,7 +119,52 @@ class Gallery:
             raise GalleryError(f"this gallery holds {bound} embeddings; an analyzer with "
                                f"{self._analyzer().recognizer} cannot search or extend it")
 
+    @property
+    def index(self) -> Any:
+        """The search index (`LocalIndex`, or `MilvusIndex` for a gallery bound to Milvus)."""
+        if self._index is None:
+            uri = self.store.meta("milvus_uri") if (self.path / DB_NAME).exists() else None
+            if uri:
+                from facelens.gallery.milvus import MilvusIndex
+
+                self._index = MilvusIndex(self._resolve_uri(uri), self.store.meta("milvus_collection") or "faces")
+            else:
+                from facelens.gallery.index import LocalIndex
+
+                self._index = LocalIndex(self.path)
+        return self._index
+
+    def _resolve_uri(self, uri: str) -> str:
+        # A relative milvus-lite file lives inside the gallery directory, so the directory stays movable.
+        if "://" in uri or os.path.isabs(uri):
+            return uri
+        return str(self.path / uri)
+
+    def use_milvus(self, uri: str, collection: str = "faces") -> None:
+        """Bind this gallery's vectors and search to Milvus: a server/cluster URI (`http://host:19530`)
+        or a milvus-lite file (`milvus.db`, relative to the gallery). Existing faces are copied over."""
+        from facelens.gallery.milvus import MilvusIndex
+
+        with self.store.transaction() as conn:
+            for key, value in (("milvus_uri", uri), ("milvus_collection", collection)):
+                conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                             (key, value))
+        if self._index is not None and not isinstance(self._index, MilvusIndex):
+            self._index.drop()
+        self._index = None
+        with self._lock:
+            self.index.sync(self.store)
+
+    def save_index(self) -> None:
+        """Persist the search index if this process changed it (the CLI calls this before exiting)."""
+        if self._index is not None and getattr(self._index, "dirty", False) and (self.path / DB_NAME).exists():
+            with self._lock:
+                self._index.save(self.store)
+
     def close(self) -> None:
+        self.save_index()
+        if self._index is not None and hasattr(self._index, "close"):
+            self._index.close()
         if self._store is not None:
             self._store.close()
 
@@ -160,7 +205,6 @@ class Gallery:
             ids = [self.store.add_face(conn, person_id, f.embedding, analyzer.recognizer, digest,  # type: ignore[arg-type]
                                        [round(float(v), 2) for v in f.bbox], f.det_score, None, thumb)
                    for f, digest, thumb in prepared]
-        self._writes += 1
         return ids
 
     def import_folder(
@@ -200,33 +244,30 @@ class Gallery:
         return row is not None
 
     # -- search ----------------------------------------------------------------------------------
-    def _search_view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
-        key = (self.store.data_version(), self._writes)
-        with self._lock:
-            if self._view is None or self._view[0] != key:
-                face_ids, person_ids, matrix = self.store.embeddings()
-                names = {p.id: p.name for p in self.store.people()}
-                self._view = (key, face_ids, person_ids, matrix, names)
-            _, face_ids, person_ids, matrix, names = self._view
-        return face_ids, person_ids, matrix, names
-
     def search(self, embedding: np.ndarray, top_k: int = 5) -> list[Match]:
-        """The best face of each of the `top_k` closest people, by cosine similarity (exact)."""
-        face_ids, person_ids, matrix, names = self._search_view()
-        if len(face_ids) == 0:
+        """The best face of each of the `top_k` closest people, by cosine similarity."""
+        if not (self.path / DB_NAME).exists():
             return []
-        sims = matrix @ np.asarray(embedding, dtype=np.float32)
-        order = np.argsort(-sims, kind="stable")
-        matches, seen = [], set()
-        for i in order:
-            pid = int(person_ids[i])
-            if pid in seen:
-                continue
-            seen.add(pid)
-            matches.append(Match(names[pid], pid, float(sims[i]), int(face_ids[i])))
-            if len(matches) == top_k:
-                break
-        return matches
+        with self._lock:
+            self.index.sync(self.store)
+            total = self.index.size
+            k = min(total, max(4 * top_k, 32))
+            while True:
+                sims, face_ids = self.index.search(embedding, k)
+                # Owners are read at query time, so renames and merges never make the index stale.
+                owners = self.store.face_owners([int(i) for i in face_ids])
+                matches, seen = [], set()
+                for sim, face_id in zip(sims, face_ids, strict=True):
+                    owner = owners.get(int(face_id))
+                    if owner is None or owner[0] in seen:  # deleted since the sync, or a person's weaker face
+                        continue
+                    seen.add(owner[0])
+                    matches.append(Match(owner[1], owner[0], float(sim), int(face_id)))
+                    if len(matches) == top_k:
+                        return matches
+                if k >= total:
+                    return matches
+                k = min(total, 4 * k)
 
     def identify(self, image: ImageSource, top_k: int = 5, far: float = 1e-3) -> list[Identification]:
         """Every face of an image against the gallery: top-k people and a name, or unknown below the
@@ -293,7 +334,6 @@ class Gallery:
                     self.store.add_face(conn, person_id, vector, face["recognizer"], face.get("image_sha256"),
                                         face.get("bbox"), face.get("det_score"), face.get("quality"), thumb)
                     added += 1
-        self._writes += 1
         return added
 
     def rename(self, old: str, new: str) -> None:
@@ -305,7 +345,6 @@ class Gallery:
             if conn.execute("SELECT 1 FROM people WHERE name=?", (new,)).fetchone():
                 raise GalleryError(f"a person named {new!r} already exists; merge instead")
             conn.execute("UPDATE people SET name=?, updated=? WHERE id=?", (new, time.time(), person.id))
-        self._writes += 1
 
     def merge(self, source: str, target: str) -> int:
         """Move every face of `source` to `target` and delete `source`; returns the faces moved."""
@@ -315,14 +354,19 @@ class Gallery:
         with self.store.transaction() as conn:
             moved = conn.execute("UPDATE faces SET person_id=? WHERE person_id=?", (b.id, a.id)).rowcount
             conn.execute("DELETE FROM people WHERE id=?", (a.id,))
-        self._writes += 1
         return int(moved)
 
     def remove_face(self, face_id: int) -> None:
         with self.store.transaction() as conn:
             if conn.execute("DELETE FROM faces WHERE id=?", (face_id,)).rowcount == 0:
                 raise GalleryError(f"no face with id {face_id} in the gallery")
-        self._writes += 1
+        self._erase_from_index()
+
+    def _erase_from_index(self) -> None:
+        """Deleted rows leave the index files too (rewritten without them), not just the search results."""
+        with self._lock:
+            self.index.sync(self.store)
+            self.index.erase(self.store)
 
     def forget(self, name: str) -> dict[str, Any]:
         """Erase a person completely: rows, embeddings, thumbnails; then compact the files so the bytes
@@ -331,9 +375,8 @@ class Gallery:
         with self.store.transaction() as conn:
             faces = conn.execute("DELETE FROM faces WHERE person_id=?", (person.id,)).rowcount
             conn.execute("DELETE FROM people WHERE id=?", (person.id,))
-        self._writes += 1
-        self._view = None
         self.store.compact()
+        self._erase_from_index()
         receipt = {
             "action": "forget",
             "person_id": person.id,

@@ -116,6 +116,9 @@ class SQLiteStore:
             conn.execute("ROLLBACK")
             raise
         else:
+            # Every committed write bumps the generation: derived views (the search index) compare it.
+            conn.execute("INSERT INTO meta VALUES ('generation', '1') "
+                         "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
             conn.execute("COMMIT")
 
     # -- meta ------------------------------------------------------------------------------------
@@ -166,13 +169,18 @@ class SQLiteStore:
     def add_face(conn: sqlite3.Connection, person_id: int, embedding: np.ndarray, recognizer: str,
                  image_sha256: str | None, bbox: list[float] | None, det_score: float | None,
                  quality: float | None, thumbnail: bytes | None) -> int:
-        cur = conn.execute(
-            "INSERT INTO faces (person_id, embedding, recognizer, image_sha256, bbox, det_score, quality, thumbnail, "
-            "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (person_id, np.asarray(embedding, dtype=np.float32).tobytes(), recognizer, image_sha256,
+        # Face ids are never reused (SQLite would reuse a deleted maximum): the search index relies on
+        # "id > last indexed id" meaning "new face".
+        face_id = SQLiteStore._last_face_id(conn) + 1
+        conn.execute(
+            "INSERT INTO faces (id, person_id, embedding, recognizer, image_sha256, bbox, det_score, quality, "
+            "thumbnail, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (face_id, person_id, np.asarray(embedding, dtype=np.float32).tobytes(), recognizer, image_sha256,
              json.dumps(bbox) if bbox is not None else None, det_score, quality, thumbnail, time.time()),
         )
-        return int(cur.lastrowid or 0)
+        conn.execute("INSERT INTO meta VALUES ('last_face_id', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                     (str(face_id),))
+        return int(face_id)
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(face ids, person ids, (N, dim) float32 matrix) of every face: the exact-search view."""
@@ -185,9 +193,48 @@ class SQLiteStore:
         matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
         return ids, persons, matrix
 
-    def data_version(self) -> int:
-        """Changes whenever another connection commits: cheap staleness check for cached views."""
-        return int(self.connect().execute("PRAGMA data_version").fetchone()[0])
+    def iter_embeddings(self, after_id: int = 0, batch: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(face ids, (n, dim) float32) in id order, `batch` rows at a time, of faces with id > `after_id`."""
+        conn = self.connect()
+        while True:
+            rows = conn.execute("SELECT id, embedding FROM faces WHERE id > ? ORDER BY id LIMIT ?",
+                                (after_id, batch)).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            yield ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            after_id = int(ids[-1])
+
+    def face_ids(self) -> np.ndarray:
+        return np.array([r[0] for r in self.connect().execute("SELECT id FROM faces")], dtype=np.int64)
+
+    @staticmethod
+    def _last_face_id(conn: sqlite3.Connection) -> int:
+        return int(conn.execute(
+            "SELECT MAX(COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key='last_face_id'), 0), "
+            "COALESCE((SELECT MAX(id) FROM faces), 0))").fetchone()[0])
+
+    def last_face_id(self) -> int:
+        return self._last_face_id(self.connect())
+
+    def face_count(self) -> int:
+        return int(self.connect().execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+
+    def face_owners(self, face_ids: list[int]) -> dict[int, tuple[int, str]]:
+        """face id -> (person id, name) for those of `face_ids` still in the gallery."""
+        if not face_ids:
+            return {}
+        marks = ",".join("?" * len(face_ids))
+        rows = self.connect().execute(
+            f"SELECT f.id, p.id, p.name FROM faces f JOIN people p ON p.id = f.person_id WHERE f.id IN ({marks})",
+            face_ids,
+        ).fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def generation(self) -> int:
+        """Bumped by every committed write, from any process: the staleness check for derived views."""
+        value = self.meta("generation") if self._conn is not None or self.path.exists() else None
+        return int(value or 0)
 
     def compact(self) -> None:
         """Rewrite the database so deleted rows' bytes leave the files (WAL checkpoint + VACUUM)."""
