@@ -359,3 +359,57 @@ def test_milvus_backend(tmp_path, people, analyzer):
     for secret in secrets:
         assert secret[:64] not in blob
     reopened.close()
+
+
+def _make_read_only(folder):
+    """chmod for ordinary users; root ignores modes, so there the directory is made immutable."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        for path in [folder, *folder.iterdir()]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        return lambda: [p.chmod(0o755 if p.is_dir() else 0o644) for p in [folder, *folder.iterdir()]]
+    files = [folder, *folder.iterdir()]
+    if subprocess.run(["chattr", "+i", *map(str, files)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a directory read-only here (root without chattr)")
+    return lambda: subprocess.run(["chattr", "-i", *map(str, files)], check=True)
+
+
+def test_empty_image_and_read_only_gallery_lose_nothing(tmp_path, people, analyzer):
+    folder = tmp_path / "g"
+    gallery = Gallery(folder, analyzer)
+    gallery.enroll("lennon", people["openface-john_lennon"][:1])
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(FacelensError, match="empty"):
+        gallery.enroll("lennon", [empty])
+    gallery.close()
+    restore = _make_read_only(folder)
+    try:
+        blocked = Gallery(folder, analyzer)
+        with pytest.raises(FacelensError, match=r"read-only|cannot open|not a usable|readonly"):
+            blocked.enroll("clapton", people["openface-eric_clapton"][:1])
+        blocked.close()
+        proc = run("gallery", "enroll", "clapton", people["openface-eric_clapton"][0], "--gallery", folder)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    finally:
+        restore()
+    reopened = Gallery(folder, analyzer)
+    assert [(p.name, p.faces) for p in reopened.people()] == [("lennon", 1)]
+    assert reopened.identify(people["openface-john_lennon"][1])[0].identity == "lennon"
+
+
+def test_gallery_index_and_milvus_cli(tmp_path, people):
+    env = {"FACELENS_GALLERY": str(tmp_path / "g")}
+    assert run("gallery", "enroll", "lennon", *people["openface-john_lennon"][:2], env=env).returncode == 0
+    info = json.loads(run("gallery", "index", "--json", env=env).stdout)
+    assert info["kind"] == "exact" and info["faces"] == 2 and info["on_disk_bytes"] > 2 * 512 * 4
+    rebuilt = json.loads(run("gallery", "index", "--rebuild", "--json", env=env).stdout)
+    assert rebuilt["faces"] == 2
+    moved = run("gallery", "use-milvus", "milvus.db", env=env)
+    assert moved.returncode == 0 and "2 face(s)" in moved.stdout
+    info = json.loads(run("gallery", "index", "--json", env=env).stdout)
+    assert info["kind"] == "milvus" and info["faces"] == 2
+    proc = run("identify", people["openface-john_lennon"][2], "--json", env=env)
+    assert json.loads(proc.stdout)["faces"][0]["identity"] == "lennon"

@@ -576,6 +576,34 @@ def gallery_forget(name: str, gallery: GalleryOpt = None, json_out: JsonOpt = Fa
                   f"receipt {_escape(receipt['receipt'])}")
 
 
+@gallery_app.command("use-milvus")
+def gallery_use_milvus(
+    uri: Annotated[str, typer.Argument(help="http://host:19530 (a server) or a milvus-lite file (milvus.db)")],
+    collection: Annotated[str, typer.Option("--collection", help="Milvus collection name")] = "faces",
+    gallery: GalleryOpt = None,
+) -> None:
+    """Keep this gallery's vectors and search in Milvus from now on (existing faces are copied over)."""
+    store = _gallery(gallery)
+    store.use_milvus(uri, collection)
+    out.print(f"{_escape(str(store.path))} now searches Milvus at {_escape(uri)} (collection {_escape(collection)}), "
+              f"{store.index.size} face(s)")
+
+
+@gallery_app.command("index")
+def gallery_index(
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="rebuild the search index from the database")] = False,
+    gallery: GalleryOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """State of the search index (kind, faces, files); --rebuild recreates it from SQLite."""
+    store = _gallery(gallery)
+    info = store.index_info(rebuild=rebuild)
+    if json_out:
+        _print_json(info)
+    else:
+        out.print(", ".join(f"{k}: {_escape(str(v))}" for k, v in info.items()))
+
+
 @app.command()
 def identify(
     images: Annotated[list[str], typer.Argument(help="images or folders")],

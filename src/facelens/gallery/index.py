@@ -68,6 +68,7 @@ class LocalIndex:
         self._pq_rows = 0  # rows [0, _pq_rows) are in the PQ index; later rows are scanned exactly
         self.max_id = 0
         self.dirty = False
+        self._saved_rows = 0  # rows [0, _saved_rows) are exactly what the files on disk hold
 
     # -- state -----------------------------------------------------------------------------------
     @property
@@ -219,10 +220,18 @@ class LocalIndex:
         self.max_id = int(state["max_id"])
         self._pq, self._pq_rows = pq, (len(ids) if pq is not None else 0)
         self.generation = int(state["generation"])
+        self._saved_rows = len(ids)
 
-    def save(self, store: SQLiteStore) -> None:
-        """Write the live rows atomically (new directory, then rename); dead rows' bytes leave the disk."""
+    def save(self, store: SQLiteStore, force: bool = False) -> None:
+        """Write the live rows atomically (new directory, then rename); dead rows' bytes leave the disk.
+
+        Unless `force`, a save that would only append under 10% new rows to the files is skipped: the
+        next process reads those rows from SQLite (an id range scan) instead of rewriting gigabytes."""
         if self.generation is None:
+            return
+        appended = self._n - self._saved_rows
+        if not force and self._saved_rows and self._alive[: self._n].all() and appended < 0.1 * self._saved_rows:
+            self.dirty = False
             return
         if not self._alive[: self._n].all():
             self._rebuild(store)
@@ -275,4 +284,4 @@ class LocalIndex:
 
     def erase(self, store: SQLiteStore) -> None:
         """After deletions: rewrite the persisted index without the deleted rows."""
-        self.save(store)
+        self.save(store, force=True)

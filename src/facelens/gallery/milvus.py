@@ -41,6 +41,7 @@ class MilvusIndex:
             # milvus-lite's in-process gRPC server logs a traceback for calls it does not implement
             # (timestamp allocation), which pymilvus then works around: not the user's concern.
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+            logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # failures reach the user as GalleryError
             try:
                 self._client = MilvusClient(self.uri)
             except Exception as exc:  # pymilvus raises its own hierarchy plus gRPC errors
@@ -57,6 +58,7 @@ class MilvusIndex:
 
         client = self.client()
         if client.has_collection(self.collection):
+            client.load_collection(self.collection)  # a collection starts "released" in a new session
             return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("face_id", DataType.INT64, is_primary=True)
@@ -123,7 +125,7 @@ class MilvusIndex:
                 np.array([h["face_id"] for h in hits], np.int64))
 
     # -- persistence -----------------------------------------------------------------------------
-    def save(self, store: SQLiteStore) -> None:
+    def save(self, store: SQLiteStore, force: bool = False) -> None:
         if self._client is not None and self.client().has_collection(self.collection):
             self.client().flush(self.collection)
         self.dirty = False
