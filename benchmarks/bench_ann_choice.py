@@ -479,22 +479,18 @@ def write_section(text: str) -> None:
 
 
 READING = """\
-Reading of the 2026-11-22 run (hand-written; re-check after re-running). **No configuration meets the targets on this
-data, and the 1M run was not done** (the 100k run was stopped after 4 of 7 configs for lack of time; faiss-hnsw-M16,
-usearch-f32-M16, usearch-i8-M16 and all M32 configs were measured only in a 10k-identity smoke run, not cached here).
-At 100k identities (200,020 vectors) R@1 ≥ 0.99 was not reached even at ef = 768 (usearch f16 M16: 0.969 at p99
-12.9 ms; hnswlib M16: 0.950 at p99 8.4 ms), whereas at 10k identities (20,013 vectors, smoke run) every f32/f16 HNSW
-config reached it at ef 32-128 with p99 0.6-2.2 ms. The cause is the data model, not the libraries: identity centres
-uniform on the 512-d sphere give every non-matching vector cosine ~0 ± 0.044 to the query, so the graph has no
-gradient to follow until it lands on one of the query's own 1-3 faces; the needed ef grows roughly linearly with N.
-Extrapolation (not measured): at 2M vectors an HNSW on this data would need ef in the thousands and p99 well above
-5 ms; exact search scales linearly: FAISS flat ~165 ms and numpy ~400 ms p50 per query (10× the 200k figures).
-Real ArcFace galleries are far more clustered (demographics, pose, capture conditions), which is what HNSW exploits;
-the choice must be re-measured on real embeddings (or centres drawn from a clustered mixture) before the library is
-fixed. On what was measured, at equal p99 hnswlib M16 and usearch f16 M16 are level (p99 ~4.6 ms: hnswlib 0.858 vs
-usearch 0.822; ~6.2 ms: 0.897 vs 0.893); usearch f16 halves the memory (file 224 vs 419 MB) but builds slower (148 vs
-120 s); i8 lost accuracy (R@1 plateaued at 0.982 at 10k).
-"""
+Reading (hand-written, 2026-11-22; re-check after re-running). **The graph indexes do not meet the targets on this
+data; PQ fast-scan + exact re-rank does, and is what facelens uses** (`gallery/index.py`). At 100k identities (200,020
+vectors) no HNSW reached R@1 0.99 even at ef 768 (usearch f16 M16: 0.969 at p99 12.9 ms; hnswlib M16: 0.950 at
+8.4 ms); in a 10k-identity smoke run every f32/f16 HNSW did (ef 32-128, p99 0.6-2.2 ms), so the ef they need grows
+with N. The cause is the data: identity centres uniform on the 512-d sphere give every non-matching vector cosine
+~0 ± 0.044 to the query, so a graph has no gradient to follow until it lands on one of the query's own 1-3 faces.
+A flat scan of 16-byte PQ codes has no such failure mode: 0.996 R@1 with only 16 candidates re-ranked, p99 0.3 ms,
+built in 2 s instead of 120-148 s, deletions are a mask. Its R@10 is low (0.21 at 16 candidates): ranks 2-10 are
+unrelated faces at near-equal cosine ~0.1 that 4-bit codes cannot order; only the best match matters for
+identification and its score is exact after re-ranking. At 2M vectors (1M identities, section "Gallery at scale")
+it keeps R@1 1.000 on synthetic and 0.992 on real probes with p99 2.6 ms. FAISS HNSW cannot remove vectors;
+usearch f16 halves memory but builds slowest; i8 lost accuracy (R@1 plateaued at 0.982 at 10k)."""
 
 NOTES_FILE = "notes.md"  # optional hand-written reading of the results, kept in the cache dir and quoted verbatim
 

@@ -312,3 +312,53 @@ def det_curve(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np
     """DET points as (far, fnmr) with fnmr = 1 - tar, the same points (and order) as `roc`."""
     far, tar, _ = roc(genuine, impostor)
     return far, 1.0 - tar
+
+
+# -- clustering ------------------------------------------------------------------------------------------
+def _contingency(truth: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n_ij counts of each (true class, cluster) pair present, class sizes per pair, cluster sizes per pair)."""
+    t = np.unique(np.asarray(truth), return_inverse=True)[1]
+    p = np.unique(np.asarray(predicted), return_inverse=True)[1]
+    pairs, n_ij = np.unique(np.stack([t, p], axis=1), axis=0, return_counts=True)
+    b = np.bincount(t)[pairs[:, 0]]
+    a = np.bincount(p)[pairs[:, 1]]
+    return n_ij.astype(np.float64), b.astype(np.float64), a.astype(np.float64)
+
+
+def _singletons(predicted: np.ndarray) -> np.ndarray:
+    """Unassigned faces (label -1) count as clusters of their own: they were not grouped with anyone."""
+    p = np.asarray(predicted).astype(np.int64).copy()
+    lone = p < 0
+    p[lone] = p.max(initial=0) + 1 + np.arange(lone.sum())
+    return p
+
+
+def clustering_scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Pairwise precision/recall/F, BCubed precision/recall/F and NMI (arithmetic normalisation, as
+    scikit-learn's default) of a clustering against true identities; label -1 = unassigned (singleton)."""
+    truth = np.asarray(truth)
+    pred = _singletons(predicted)
+    n = len(truth)
+    if n == 0:
+        raise ValueError("no faces to score")
+    n_ij, b, a = _contingency(truth, pred)
+    tp = float((n_ij * (n_ij - 1) / 2).sum())
+    _, t_counts = np.unique(truth, return_counts=True)
+    _, p_counts = np.unique(pred, return_counts=True)
+    true_pairs = float((t_counts * (t_counts - 1) / 2).sum())
+    pred_pairs = float((p_counts * (p_counts - 1) / 2).sum())
+    pp = tp / pred_pairs if pred_pairs else 1.0
+    pr = tp / true_pairs if true_pairs else 1.0
+    bp = float((n_ij**2 / a).sum() / n)
+    br = float((n_ij**2 / b).sum() / n)
+
+    def entropy(counts: np.ndarray) -> float:
+        q = counts / n
+        return float(-(q * np.log(q)).sum())
+
+    mi = float((n_ij / n * np.log(n * n_ij / (a * b))).sum())
+    h = (entropy(t_counts) + entropy(p_counts)) / 2
+    nmi = mi / h if h > 0 else 1.0
+    f = lambda p, r: 2 * p * r / (p + r) if p + r else 0.0  # noqa: E731
+    return {"pairwise_precision": pp, "pairwise_recall": pr, "pairwise_f": f(pp, pr),
+            "bcubed_precision": bp, "bcubed_recall": br, "bcubed_f": f(bp, br), "nmi": max(0.0, min(1.0, nmi))}

@@ -285,7 +285,7 @@ class Gallery:
         with self._lock:
             self.index.sync(self.store)
             total = self.index.size
-            k = min(total, max(4 * top_k, 32))
+            k = min(total, 2 * top_k + 8)  # people have 1-3 faces: usually enough; widened below if not
             while True:
                 sims, face_ids = self.index.search(embedding, k)
                 # Owners are read at query time, so renames and merges never make the index stale.

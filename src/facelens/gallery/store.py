@@ -79,6 +79,9 @@ class SQLiteStore:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                # 16 KiB pages keep a face row (2 KiB embedding + record) on its page instead of spilling to
+                # overflow pages: about half the file size and page reads of 4 KiB pages (new databases only)
+                conn.execute("PRAGMA page_size=16384")
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.execute("PRAGMA synchronous=NORMAL")

@@ -1,0 +1,367 @@
+"""Cluster a photo collection into people, and keep the user's corrections across runs.
+
+A collection lives in one folder (`--out`): `collection.sqlite` holds every face found (image path and
+content hash, box, detection score, embedding, thumbnail, cluster), the cluster names and the user's
+corrections; `clusters.json` and `contact_sheet.html` are written from it after each run. Re-running on
+the same folder embeds only images not seen before, places their faces among the existing people
+(incremental Chinese whispers with the known faces frozen) and re-applies every correction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelens.cluster.graph import chinese_whispers, cluster_labels, knn_graph, relabel
+from facelens.errors import ConfigError, FacelensError
+from facelens.io import decode_image, expand_paths, sha256_file
+from facelens.models.registry import threshold_for
+from facelens.pipeline import FaceAnalyzer
+
+DB_NAME = "collection.sqlite"
+MIN_FACE_PX = 32  # shorter box side below which a face is set aside: too small to recognise reliably
+MIN_DET_SCORE = 0.6  # detections less sure than this are set aside (they are often not faces at all)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL UNIQUE, faces INTEGER NOT NULL,
+    error TEXT, added REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY, image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    bbox TEXT NOT NULL, det_score REAL NOT NULL, embedding BLOB NOT NULL, thumbnail BLOB,
+    set_aside TEXT, cluster INTEGER NOT NULL DEFAULT -1
+);
+CREATE TABLE IF NOT EXISTS corrections (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, face_a INTEGER NOT NULL, face_b INTEGER, name TEXT,
+    created REAL NOT NULL
+);
+"""
+
+
+class ClusterError(FacelensError):
+    """A clustering request that cannot be done as asked."""
+
+
+@dataclass
+class Cluster:
+    id: int
+    name: str | None
+    face_ids: list[int]
+    images: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "faces": len(self.face_ids), "face_ids": self.face_ids,
+                "images": self.images}
+
+
+class Collection:
+    """A clustered photo collection in folder `path`.
+
+    >>> c = Collection("out/")
+    >>> c.scan("photos/")          # detect + embed new images
+    >>> c.cluster()                # group faces into people, honouring corrections
+    >>> c.name(0, "Ada"); c.merge(3, 5); c.split(face_id=42)
+    """
+
+    def __init__(self, path: str | os.PathLike[str], analyzer: FaceAnalyzer | None = None, far: float = 1e-4,
+                 k: int = 16, min_size: int = 2) -> None:
+        self.path = Path(path)
+        self.analyzer = analyzer
+        self.far = far
+        self.k = k
+        self.min_size = min_size
+        self._conn: sqlite3.Connection | None = None
+
+    # -- storage ---------------------------------------------------------------------------------
+    def connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if self.path.exists() and not self.path.is_dir():
+                raise ClusterError(f"{self.path}: not a directory")
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path / DB_NAME, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.executescript(_SCHEMA)
+            except sqlite3.DatabaseError as exc:
+                raise ClusterError(f"{self.path / DB_NAME}: not a usable collection database ({exc})") from None
+            except OSError as exc:
+                raise ClusterError(f"{self.path}: cannot open the collection ({exc.strerror or exc})") from None
+            self._conn = conn
+        return self._conn
+
+    @contextmanager
+    def _transaction(self):  # type: ignore[no-untyped-def]
+        conn = self.connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _analyzer(self) -> FaceAnalyzer:
+        if self.analyzer is None:
+            self.analyzer = FaceAnalyzer(threads=2)
+        return self.analyzer
+
+    def _recognizer(self) -> str:
+        row = self.connect().execute("SELECT value FROM meta WHERE key='recognizer'").fetchone()
+        return row[0] if row else self._analyzer().recognizer
+
+    # -- scanning --------------------------------------------------------------------------------
+    def scan(self, root: str | os.PathLike[str],
+             on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        """Detect and embed every face of every image under `root` not already in the collection.
+        One bad file is reported (status "error") and the rest go on."""
+        root = Path(root)
+        if not root.exists():
+            raise ClusterError(f"{root}: no such folder")
+        paths = expand_paths([str(root)])
+        analyzer = self._analyzer()
+        conn = self.connect()
+        bound = conn.execute("SELECT value FROM meta WHERE key='recognizer'").fetchone()
+        if bound and bound[0] != analyzer.recognizer:
+            raise ClusterError(f"this collection holds {bound[0]} embeddings; cannot add {analyzer.recognizer}")
+        report = []
+        for path in paths:
+            entry: dict[str, Any] = {"path": str(path)}
+            try:
+                digest = sha256_file(path)
+                if conn.execute("SELECT 1 FROM images WHERE sha256=?", (digest,)).fetchone():
+                    entry["status"] = "known"
+                else:
+                    entry.update(self._add_image(path, digest, analyzer))
+            except (FacelensError, OSError) as exc:
+                entry.update(status="error", error=str(exc))
+            report.append(entry)
+            if on_result:
+                on_result(entry)
+        return report
+
+    def _add_image(self, path: Path, digest: str, analyzer: FaceAnalyzer) -> dict[str, Any]:
+        from facelens.gallery import _thumbnail
+
+        decoded = decode_image(str(path), max_side=analyzer.decode_size)
+        faces = analyzer.detector_model.detect(decoded.pixels)
+        if faces:
+            analyzer.embed(decoded.pixels, faces)
+        rows = []
+        for face in faces:
+            thumb = _thumbnail(decoded.pixels, face)
+            face.rescale(decoded.scale)
+            x1, y1, x2, y2 = face.bbox
+            reason = None
+            if min(x2 - x1, y2 - y1) < MIN_FACE_PX:
+                reason = f"face smaller than {MIN_FACE_PX} px"
+            elif face.det_score < MIN_DET_SCORE:
+                reason = f"detection score below {MIN_DET_SCORE}"
+            rows.append((json.dumps([round(float(v), 1) for v in face.bbox]), float(face.det_score),
+                         np.asarray(face.embedding, np.float32).tobytes(), thumb, reason))
+        with self._transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('recognizer', ?)", (analyzer.recognizer,))
+            image_id = conn.execute("INSERT INTO images (path, sha256, faces, added) VALUES (?, ?, ?, ?)",
+                                    (str(path), digest, len(rows), time.time())).lastrowid
+            conn.executemany("INSERT INTO faces (image_id, bbox, det_score, embedding, thumbnail, set_aside) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", [(image_id, *r) for r in rows])
+        return {"status": "added", "faces": len(rows), "set_aside": sum(r[4] is not None for r in rows)}
+
+    # -- clustering ------------------------------------------------------------------------------
+    def threshold(self) -> float:
+        return threshold_for(self._recognizer(), self.far, False)
+
+    def cluster(self, incremental: bool = True, seed: int = 0) -> dict[str, Any]:
+        """Group the collection's faces into people; returns counts. Faces already clustered stay where
+        they are (unless `incremental=False`) and new faces join them or form new clusters."""
+        conn = self.connect()
+        rows = conn.execute("SELECT id, embedding, cluster FROM faces WHERE set_aside IS NULL ORDER BY id").fetchall()
+        set_aside = conn.execute("SELECT COUNT(*) FROM faces WHERE set_aside IS NOT NULL").fetchone()[0]
+        if not rows:
+            return {"faces": 0, "clusters": 0, "unassigned": 0, "set_aside": set_aside, "mode": "empty"}
+        ids = np.array([r[0] for r in rows], np.int64)
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
+        previous = np.array([r[2] for r in rows], np.int64)
+        threshold = self.threshold()
+        started = time.perf_counter()
+        known = previous >= 0
+        mode = "batch"
+        if incremental and known.any() and not known.all():
+            mode = "incremental"
+            r, c, s = knn_graph(vectors, k=self.k, threshold=threshold)
+            start = np.where(known, previous, len(ids) + np.arange(len(ids)))  # new faces: own labels
+            raw = chinese_whispers(len(ids), r, c, s, seed=seed, labels=start, frozen=known)
+            labels = raw
+        elif incremental and known.all():
+            mode = "unchanged"
+            labels = previous.copy()
+        else:
+            labels = cluster_labels(vectors, threshold, k=self.k, min_size=1, seed=seed)
+        labels = self._apply_corrections(ids, labels)
+        labels = relabel(labels, self.min_size)
+        names = self._names_for(ids, labels)
+        with self._transaction() as tx:
+            tx.executemany("UPDATE faces SET cluster=? WHERE id=?",
+                           [(int(lab), int(i)) for i, lab in zip(ids, labels, strict=True)])
+            tx.execute("INSERT INTO meta VALUES ('names', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                       (json.dumps({str(k): v for k, v in names.items()}),))
+        return {"faces": len(ids), "clusters": int(labels.max() + 1) if (labels >= 0).any() else 0,
+                "unassigned": int((labels < 0).sum()), "set_aside": set_aside, "mode": mode,
+                "threshold": threshold, "far": self.far, "seconds": round(time.perf_counter() - started, 3)}
+
+    def _corrections(self) -> list[tuple[str, int, int | None, str | None]]:
+        return self.connect().execute("SELECT kind, face_a, face_b, name FROM corrections ORDER BY id").fetchall()
+
+    def _apply_corrections(self, ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Splits and "not this person" first (the face leaves), then merges and names (clusters join)."""
+        labels = labels.astype(np.int64).copy()
+        row_of = {int(f): i for i, f in enumerate(ids)}
+        fresh = int(labels.max(initial=0)) + 1
+        corrections = self._corrections()
+        for kind, a, b, _ in corrections:
+            if a not in row_of:
+                continue
+            if kind == "split" or (kind == "not" and b in row_of and labels[row_of[a]] == labels[row_of[b]]):
+                labels[row_of[a]] = fresh
+                fresh += 1
+        parent: dict[int, int] = {}
+
+        def find(x: int) -> int:
+            while parent.get(x, x) != x:
+                x = parent[x]
+            return x
+
+        named: dict[str, int] = {}
+        for kind, a, b, name in corrections:
+            if kind == "merge" and a in row_of and b in row_of:
+                parent[find(int(labels[row_of[a]]))] = find(int(labels[row_of[b]]))
+            elif kind == "name" and a in row_of and name:
+                lab = find(int(labels[row_of[a]]))
+                if name in named and find(named[name]) != lab:  # one name = one person: join them
+                    parent[lab] = find(named[name])
+                named[name] = find(lab)
+        return np.array([find(int(x)) for x in labels], np.int64)
+
+    def _names_for(self, ids: np.ndarray, labels: np.ndarray) -> dict[int, str]:
+        row_of = {int(f): i for i, f in enumerate(ids)}
+        names: dict[int, str] = {}
+        for kind, a, _, name in self._corrections():
+            if kind == "name" and a in row_of and labels[row_of[a]] >= 0 and name:
+                names[int(labels[row_of[a]])] = name  # later names win
+        return names
+
+    # -- corrections -----------------------------------------------------------------------------
+    def _cluster_faces(self, cluster: int) -> list[int]:
+        faces = [r[0] for r in self.connect().execute("SELECT id FROM faces WHERE cluster=? ORDER BY id",
+                                                      (cluster,))]
+        if not faces:
+            raise ClusterError(f"no cluster {cluster} in this collection")
+        return faces
+
+    def _face(self, face_id: int) -> int:
+        row = self.connect().execute("SELECT cluster FROM faces WHERE id=?", (face_id,)).fetchone()
+        if row is None:
+            raise ClusterError(f"no face {face_id} in this collection")
+        return int(row[0])
+
+    def _record(self, kind: str, a: int, b: int | None = None, name: str | None = None) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO corrections (kind, face_a, face_b, name, created) VALUES (?, ?, ?, ?, ?)",
+                         (kind, a, b, name, time.time()))
+
+    def merge(self, cluster_a: int, cluster_b: int) -> None:
+        """Clusters `a` and `b` are the same person."""
+        a, b = self._cluster_faces(cluster_a), self._cluster_faces(cluster_b)
+        self._record("merge", a[0], b[0])
+        self.cluster()
+
+    def split(self, face_id: int) -> None:
+        """Take a face out of its cluster: it becomes a person of its own."""
+        self._face(face_id)
+        self._record("split", face_id)
+        self.cluster()
+
+    def not_person(self, face_id: int, cluster: int) -> None:
+        """This face is not the person of `cluster`."""
+        self._face(face_id)
+        self._record("not", face_id, self._cluster_faces(cluster)[0])
+        self.cluster()
+
+    def name(self, cluster: int, name: str) -> None:
+        name = name.strip()
+        if not name:
+            raise ConfigError("a name cannot be empty")
+        self._record("name", self._cluster_faces(cluster)[0], name=name)
+        self.cluster()
+
+    # -- reading ---------------------------------------------------------------------------------
+    def clusters(self) -> list[Cluster]:
+        conn = self.connect()
+        names = json.loads((conn.execute("SELECT value FROM meta WHERE key='names'").fetchone() or ["{}"])[0])
+        rows = conn.execute("SELECT f.cluster, f.id, i.path FROM faces f JOIN images i ON i.id = f.image_id "
+                            "WHERE f.cluster >= 0 ORDER BY f.cluster, f.id").fetchall()
+        out: dict[int, Cluster] = {}
+        for cluster, face_id, path in rows:
+            c = out.setdefault(cluster, Cluster(cluster, names.get(str(cluster)), [], []))
+            c.face_ids.append(face_id)
+            if path not in c.images:
+                c.images.append(path)
+        return list(out.values())
+
+    def summary(self) -> dict[str, Any]:
+        conn = self.connect()
+        count = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        return {"images": count("SELECT COUNT(*) FROM images"),
+                "faces": count("SELECT COUNT(*) FROM faces"),
+                "clusters": count("SELECT COUNT(DISTINCT cluster) FROM faces WHERE cluster >= 0"),
+                "unassigned": count("SELECT COUNT(*) FROM faces WHERE cluster < 0 AND set_aside IS NULL"),
+                "set_aside": count("SELECT COUNT(*) FROM faces WHERE set_aside IS NOT NULL")}
+
+    def enroll(self, cluster: int, gallery: Any) -> list[int]:
+        """Enroll a named cluster's faces into a `Gallery` (embeddings and thumbnails as stored here)."""
+        names = {c.id: c.name for c in self.clusters()}
+        if cluster not in names:
+            raise ClusterError(f"no cluster {cluster} in this collection")
+        if not names[cluster]:
+            raise ClusterError(f"cluster {cluster} has no name yet: name it first")
+        rows = self.connect().execute(
+            "SELECT f.embedding, f.bbox, f.det_score, f.thumbnail, i.sha256 FROM faces f JOIN images i "
+            "ON i.id = f.image_id WHERE f.cluster=? ORDER BY f.id", (cluster,)).fetchall()
+        store = gallery.store
+        recognizer = self._recognizer()
+        with store.transaction() as conn:
+            store.bind_recognizer(conn, recognizer, len(rows[0][0]) // 4)
+            person = store.ensure_person(conn, names[cluster])
+            return [store.add_face(conn, person, np.frombuffer(r[0], np.float32), recognizer, r[4],
+                                   json.loads(r[1]), r[2], None, r[3]) for r in rows]
+
+    def write_outputs(self) -> tuple[Path, Path]:
+        from facelens.cluster.report import write_contact_sheet
+
+        clusters = self.clusters()
+        summary = self.summary()
+        json_path = self.path / "clusters.json"
+        json_path.write_text(json.dumps({"summary": summary, "clusters": [c.to_dict() for c in clusters]},
+                                        indent=1))
+        html_path = self.path / "contact_sheet.html"
+        write_contact_sheet(self, clusters, summary, html_path)
+        return json_path, html_path
+
+
+__all__ = ["Cluster", "ClusterError", "Collection", "chinese_whispers", "cluster_labels", "knn_graph"]
