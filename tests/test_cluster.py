@@ -157,3 +157,21 @@ def test_cluster_cli_bad_inputs(tmp_path, data):
     assert proc.returncode == 2 and "not a folder" in proc.stderr
     proc = run("clusters", "show", "--out", tmp_path / "nothing")
     assert proc.returncode == 2 and "no clustered collection" in proc.stderr
+
+
+def test_naming_a_cluster_enrolls_it_into_a_gallery(clustered, tmp_path, analyzer, data):
+    from facelens.gallery import Gallery
+
+    biggest = clustered.clusters()[0]
+    with pytest.raises(Exception, match="no name yet"):
+        clustered.enroll(biggest.id, Gallery(tmp_path / "g", analyzer))
+    clustered.name(biggest.id, "Most Photographed")
+    named = next(c for c in clustered.clusters() if c.name == "Most Photographed")
+    assert set(named.face_ids) == set(biggest.face_ids)
+    gallery = Gallery(tmp_path / "g", analyzer)
+    assert len(clustered.enroll(named.id, gallery)) == len(named.face_ids)
+    assert gallery.person("Most Photographed").faces == len(named.face_ids)
+    # one of the cluster's own photos is now identified by the gallery under the cluster's name
+    path = clustered.connect().execute(
+        "SELECT i.path FROM faces f JOIN images i ON i.id=f.image_id WHERE f.id=?", (named.face_ids[0],)).fetchone()[0]
+    assert any(r.identity == "Most Photographed" for r in gallery.identify(path))
