@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _results import machine, write_section
+
 DIM = 512
 K = 10
 N_QUERIES = 1000
@@ -39,8 +41,6 @@ RECALL_TARGET = 0.99
 P99_TARGET_MS = 5.0
 BUILD_THREADS = int(os.environ.get("ANN_BUILD_THREADS", "2"))  # 2 = all cores of the reference machine
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
-BEGIN, END = "<!-- ann-choice:begin -->", "<!-- ann-choice:end -->"
 # per-face noise sigma: same-identity cosine between two faces ~ 1 / (1 + 512 sigma^2)  ->  0.8 .. 0.5
 SIGMA_LO, SIGMA_HI = float(np.sqrt(0.25 / DIM)), float(np.sqrt(1.0 / DIM))
 
@@ -407,19 +407,6 @@ def _versions() -> dict:
     return out
 
 
-def _machine() -> str:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{model}, {os.cpu_count()} cores, {mem:.1f} GiB RAM, {platform.platform()}"
-
-
 def _f(v, fmt: str = "{:.2f}") -> str:
     return "—" if v is None else fmt.format(v)
 
@@ -468,16 +455,6 @@ def recommend(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    old = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS_MD.write_text(new)
-
-
 READING = """\
 Reading (hand-written, 2026-11-22; re-check after re-running). **The graph indexes do not meet the targets on this
 data; PQ fast-scan + exact re-rank does, and is what facelens uses** (`gallery/index.py`). At 100k identities (200,020
@@ -512,7 +489,7 @@ def render(cache: Path, args: argparse.Namespace) -> str:
         "Run: `.venv-ann/bin/python benchmarks/bench_ann_choice.py [--n 1000000]` (venv: `python3.11 -m venv "
         ".venv-ann && .venv-ann/bin/pip install numpy usearch faiss-cpu hnswlib psutil`).",
         "",
-        f"Machine: {_machine()}. Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        f"Machine: {machine()}. Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         "",
         "Data (synthetic, ArcFace-like): identity centres uniform on the 512-d unit sphere; 1–3 gallery faces per "
         "identity (uniform) = centre + N(0, σ²I), re-normalised, σ per face uniform in "
@@ -606,7 +583,7 @@ def main() -> None:
     text = render(args.cache_dir, args)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("ann-choice", text)
 
 
 if __name__ == "__main__":

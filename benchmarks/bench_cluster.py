@@ -27,8 +27,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
-RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
-BEGIN, END = "<!-- cluster:begin -->", "<!-- cluster:end -->"
+from _results import proc_status_mb, write_section  # noqa: E402
+
 DIM = 512
 LIMITS = {"sklearn-agglomerative": 20_000, "sklearn-dbscan": 100_000}  # beyond: O(n^2) memory or hours
 
@@ -86,16 +86,11 @@ def run_method(method: str, x: np.ndarray, threshold: float) -> np.ndarray:
                                    distance_threshold=1 - threshold).fit_predict(x)
 
 
-def _peak_mb() -> float:
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM:"))
-
-
 def worker(method: str, size: str, data: Path, threshold: float) -> dict:
     from facelens.evaluate.metrics import clustering_scores
 
     x, truth = real(data) if size == "real" else synthetic(int(size))
-    base = _peak_mb()
+    base = proc_status_mb("VmHWM")[0]
     t0 = time.perf_counter()
     labels = run_method(method, x, threshold)
     seconds = time.perf_counter() - t0
@@ -105,7 +100,7 @@ def worker(method: str, size: str, data: Path, threshold: float) -> dict:
         labels = relabel(np.where(labels < 0, np.arange(len(labels)) + labels.max() + 1, labels), 2)
     scores = clustering_scores(truth, labels)
     return {"method": method, "size": size, "faces": len(x), "people": len(set(truth.tolist())),
-            "seconds": seconds, "peak_rss_mb": _peak_mb(), "data_rss_mb": base,
+            "seconds": seconds, "peak_rss_mb": proc_status_mb("VmHWM")[0], "data_rss_mb": base,
             "clusters": int(labels.max() + 1), "unassigned": int((labels < 0).sum()), **scores}
 
 
@@ -126,16 +121,6 @@ def render(results: list[dict], threshold: float) -> str:
                      f"{r['unassigned']:,} | {r['seconds']:.1f} | {r['peak_rss_mb']:,.0f} | {r['bcubed_f']:.4f} | "
                      f"{r['pairwise_precision']:.4f} | {r['pairwise_recall']:.4f} | {r['nmi']:.4f} |")
     return "\n".join(lines)
-
-
-def write_section(text: str) -> None:
-    old = RESULTS_MD.read_text()
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    RESULTS_MD.write_text(new)
 
 
 def main() -> None:
@@ -171,7 +156,7 @@ def main() -> None:
             results.append(r)
     text = render(results, threshold)
     print(text)
-    write_section(text)
+    write_section("cluster", text)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -36,38 +35,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
-RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
-BEGIN, END = "<!-- gallery:begin -->", "<!-- gallery:end -->"
+from _results import machine, proc_status_mb, write_section  # noqa: E402
+
 DIM = 512
 N_QUERIES = 1000
 SIGMA_LO, SIGMA_HI = float(np.sqrt(0.25 / DIM)), float(np.sqrt(1.0 / DIM))
 BATCH = 50_000
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _rss_parts_mb() -> tuple[float, float]:
-    """(anonymous, file-backed) resident MB: memory-mapped index pages are page cache, reclaimable."""
-    parts = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(("RssAnon:", "RssFile:")):
-                parts[line.split(":")[0]] = int(line.split()[1]) / 1024
-    return parts.get("RssAnon", 0.0), parts.get("RssFile", 0.0)
-
-
-def _peak_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -154,7 +127,7 @@ def stage_build(args: argparse.Namespace) -> dict:
         print(f"  sqlite {min(total, start + BATCH):,}/{total:,}", file=sys.stderr, flush=True)
     store.close()
     sqlite_s = time.perf_counter() - t0
-    rss0 = _rss_mb()
+    (rss0,) = proc_status_mb("VmRSS")
     gallery = Gallery(folder)
     t0 = time.perf_counter()
     gallery.index.sync(gallery.store)  # what the first search does: built from SQLite
@@ -165,7 +138,7 @@ def stage_build(args: argparse.Namespace) -> dict:
     # face id of row i: the real faces come first (ids 1..n_real), then the synthetic rows in order
     return {"n_identities": args.n, "n_synthetic_faces": total, "n_real_faces": n_real,
             "n_faces": total + n_real, "gen_s": gen_s, "sqlite_insert_s": sqlite_s, "index_build_s": index_s,
-            "index_save_s": save_s, "build_rss_mb": _rss_mb() - rss0,
+            "index_save_s": save_s, "build_rss_mb": proc_status_mb("VmRSS")[0] - rss0,
             "sqlite_mb": sum(p.stat().st_size for p in folder.glob("gallery.sqlite*")) / 2**20,
             "index_mb": {p.name: p.stat().st_size / 2**20 for p in (folder / "index").iterdir()},
             "real_probes": len(probe_names)}
@@ -209,7 +182,7 @@ def stage_query(args: argparse.Namespace, build: dict) -> dict:
     gt_id, gt_sim = _ground_truth(work, build["n_real_faces"])
     queries = np.concatenate([np.load(work / "queries.npy"), np.load(work / "real_probes.npy")])
     n_syn = N_QUERIES
-    anon0, file0 = _rss_parts_mb()
+    anon0, file0 = proc_status_mb("RssAnon", "RssFile")
     t0 = time.perf_counter()
     gallery = Gallery(work / "gallery")
     gallery.index.sync(gallery.store)
@@ -232,7 +205,7 @@ def stage_query(args: argparse.Namespace, build: dict) -> dict:
             "recall1_real": float((found_a[n_syn:] == gt_id[n_syn:]).mean()),
             "recall1_all": float((found_a == gt_id).mean()),
         }
-    anon1, file1 = _rss_parts_mb()
+    anon1, file1 = proc_status_mb("RssAnon", "RssFile")
     result["query_rss_anon_mb"], result["query_rss_file_mb"] = anon1 - anon0, file1 - file0
     result["n_queries"] = len(queries)
     result["gt_top1_sim_p5_p50"] = [float(np.percentile(gt_sim, 5)), float(np.percentile(gt_sim, 50))]
@@ -364,27 +337,6 @@ NOTES = """Extrapolation (on paper, from the figures above):
   nodes each scanning a shard, IVF/graph indexes chosen by Milvus, vectors in object storage)."""
 
 
-def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.1f} GiB RAM, {platform.platform()}"
-
-
-def write_section(text: str) -> None:
-    old = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    RESULTS_MD.write_text(new)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="synthetic identities (1-3 faces each)")
@@ -402,7 +354,7 @@ def main() -> None:
         fn = {"build": lambda: stage_build(args), "query": lambda: stage_query(args, build),
               "exact": lambda: stage_exact(args), "import": lambda: stage_import(args)}[args.stage]
         out = fn()
-        out["peak_rss_mb"] = _peak_mb()
+        out["peak_rss_mb"] = proc_status_mb("VmHWM")[0]
         print(json.dumps(out))
         return
     if not (args.data / "identities.csv").exists():
@@ -424,13 +376,13 @@ def main() -> None:
         print(json.dumps(results[stage]), file=sys.stderr, flush=True)
     from facelens.gallery.index import RERANK
 
-    results.update(date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), machine=_machine(),
+    results.update(date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
                    rerank=RERANK, notes=NOTES)
     (args.work / "results.json").write_text(json.dumps(results, indent=1))
     text = render(results)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("gallery", text)
 
 
 if __name__ == "__main__":
