@@ -14,7 +14,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from facelens.errors import ConfigError, FacelensError
 from facelens.io import decode_image, expand_paths, sha256_file
 from facelens.models.registry import threshold_for
 from facelens.pipeline import FaceAnalyzer
+from facelens.sqlite import SQLiteDatabase
 
 DB_NAME = "collection.sqlite"
 MIN_FACE_PX = 32  # shorter box side below which a face is set aside: too small to recognise reliably
@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS corrections (
 
 class ClusterError(FacelensError):
     """A clustering request that cannot be done as asked."""
+
+
+class CollectionDatabase(SQLiteDatabase):
+    kind = "collection"
+    error = ClusterError
+    schema = _SCHEMA
 
 
 @dataclass
@@ -81,41 +87,24 @@ class Collection:
         self.far = far
         self.k = k
         self.min_size = min_size
-        self._conn: sqlite3.Connection | None = None
+        self._db: CollectionDatabase | None = None
 
     # -- storage ---------------------------------------------------------------------------------
-    def connect(self) -> sqlite3.Connection:
-        if self._conn is None:
+    @property
+    def db(self) -> CollectionDatabase:
+        if self._db is None:
             if self.path.exists() and not self.path.is_dir():
                 raise ClusterError(f"{self.path}: not a directory")
-            try:
-                self.path.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path / DB_NAME, timeout=30, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.executescript(_SCHEMA)
-            except sqlite3.DatabaseError as exc:
-                raise ClusterError(f"{self.path / DB_NAME}: not a usable collection database ({exc})") from None
-            except OSError as exc:
-                raise ClusterError(f"{self.path}: cannot open the collection ({exc.strerror or exc})") from None
-            self._conn = conn
-        return self._conn
+            self._db = CollectionDatabase(self.path / DB_NAME)
+        return self._db
 
-    @contextmanager
-    def _transaction(self):  # type: ignore[no-untyped-def]
-        conn = self.connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def connect(self) -> sqlite3.Connection:
+        return self.db.connect()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def _analyzer(self) -> FaceAnalyzer:
         if self.analyzer is None:
@@ -123,8 +112,7 @@ class Collection:
         return self.analyzer
 
     def _recognizer(self) -> str:
-        row = self.connect().execute("SELECT value FROM meta WHERE key='recognizer'").fetchone()
-        return row[0] if row else self._analyzer().recognizer
+        return self.db.meta("recognizer") or self._analyzer().recognizer
 
     # -- scanning --------------------------------------------------------------------------------
     def scan(self, root: str | os.PathLike[str],
@@ -137,9 +125,9 @@ class Collection:
         paths = expand_paths([str(root)])
         analyzer = self._analyzer()
         conn = self.connect()
-        bound = conn.execute("SELECT value FROM meta WHERE key='recognizer'").fetchone()
-        if bound and bound[0] != analyzer.recognizer:
-            raise ClusterError(f"this collection holds {bound[0]} embeddings; cannot add {analyzer.recognizer}")
+        bound = self.db.meta("recognizer")
+        if bound and bound != analyzer.recognizer:
+            raise ClusterError(f"this collection holds {bound} embeddings; cannot add {analyzer.recognizer}")
         report = []
         for path in paths:
             entry: dict[str, Any] = {"path": str(path)}
@@ -175,7 +163,7 @@ class Collection:
                 reason = f"detection score below {MIN_DET_SCORE}"
             rows.append((json.dumps([round(float(v), 1) for v in face.bbox]), float(face.det_score),
                          np.asarray(face.embedding, np.float32).tobytes(), thumb, reason))
-        with self._transaction() as conn:
+        with self.db.transaction() as conn:
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('recognizer', ?)", (analyzer.recognizer,))
             image_id = conn.execute("INSERT INTO images (path, sha256, faces, added) VALUES (?, ?, ?, ?)",
                                     (str(path), digest, len(rows), time.time())).lastrowid
@@ -216,7 +204,7 @@ class Collection:
         labels = self._apply_corrections(ids, labels)
         labels = relabel(labels, self.min_size)
         names = self._names_for(ids, labels)
-        with self._transaction() as tx:
+        with self.db.transaction() as tx:
             tx.executemany("UPDATE faces SET cluster=? WHERE id=?",
                            [(int(lab), int(i)) for i, lab in zip(ids, labels, strict=True)])
             tx.execute("INSERT INTO meta VALUES ('names', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -281,7 +269,7 @@ class Collection:
         return int(row[0])
 
     def _record(self, kind: str, a: int, b: int | None = None, name: str | None = None) -> None:
-        with self._transaction() as conn:
+        with self.db.transaction() as conn:
             conn.execute("INSERT INTO corrections (kind, face_a, face_b, name, created) VALUES (?, ?, ?, ?, ?)",
                          (kind, a, b, name, time.time()))
 
@@ -313,7 +301,7 @@ class Collection:
     # -- reading ---------------------------------------------------------------------------------
     def clusters(self) -> list[Cluster]:
         conn = self.connect()
-        names = json.loads((conn.execute("SELECT value FROM meta WHERE key='names'").fetchone() or ["{}"])[0])
+        names = json.loads(self.db.meta("names") or "{}")
         rows = conn.execute("SELECT f.cluster, f.id, i.path FROM faces f JOIN images i ON i.id = f.image_id "
                             "WHERE f.cluster >= 0 ORDER BY f.cluster, f.id").fetchall()
         out: dict[int, Cluster] = {}

@@ -12,14 +12,13 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facelens.errors import FacelensError
+from facelens.sqlite import SQLiteDatabase
 
 SCHEMA_VERSION = 1
 
@@ -66,68 +65,18 @@ class Person:
                 "created": self.created, "updated": self.updated}
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteDatabase):
     """Connection handling, schema and the row-level operations; no search logic lives here."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
+    kind = "gallery"
+    error = GalleryError
+    schema = _SCHEMA
+    schema_version = SCHEMA_VERSION
 
-    # -- connection ------------------------------------------------------------------------------
-    def connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-                # 16 KiB pages keep a face row (2 KiB embedding + record) on its page instead of spilling to
-                # overflow pages: about half the file size and page reads of 4 KiB pages (new databases only)
-                conn.execute("PRAGMA page_size=16384")
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten with zeros
-                conn.executescript(_SCHEMA)
-                version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if version is None:
-                    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif int(version[0]) > SCHEMA_VERSION:
-                    raise GalleryError(f"{self.path}: gallery schema v{version[0]} is newer than this facelens "
-                                       f"(v{SCHEMA_VERSION}); upgrade facelens")
-            except sqlite3.DatabaseError as exc:
-                raise GalleryError(f"{self.path}: not a usable gallery database ({exc})") from None
-            except OSError as exc:
-                raise GalleryError(f"{self.path}: cannot open the gallery ({exc.strerror or exc})") from None
-            self._conn = conn
-        return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT: one writer at a time across processes; all or nothing."""
-        conn = self.connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise GalleryError(f"{self.path}: gallery is busy or read-only ({exc})") from None
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            # Every committed write bumps the generation: derived views (the search index) compare it.
-            conn.execute("INSERT INTO meta VALUES ('generation', '1') "
-                         "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
-            conn.execute("COMMIT")
-
-    # -- meta ------------------------------------------------------------------------------------
-    def meta(self, key: str) -> str | None:
-        row = self.connect().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return row[0] if row else None
+    def _before_commit(self, conn: sqlite3.Connection) -> None:
+        # Every committed write bumps the generation: derived views (the search index) compare it.
+        conn.execute("INSERT INTO meta VALUES ('generation', '1') "
+                     "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
 
     def bind_recognizer(self, conn: sqlite3.Connection, recognizer: str, dim: int) -> None:
         """Bind an empty gallery to a recognizer; refuse embeddings of any other model."""
