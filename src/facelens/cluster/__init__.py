@@ -145,7 +145,7 @@ class Collection:
         return report
 
     def _add_image(self, path: Path, digest: str, analyzer: FaceAnalyzer) -> dict[str, Any]:
-        from facelens.gallery import _thumbnail
+        from facelens.gallery import face_thumbnail
 
         decoded = decode_image(str(path), max_side=analyzer.decode_size)
         faces = analyzer.detector_model.detect(decoded.pixels)
@@ -153,7 +153,7 @@ class Collection:
             analyzer.embed(decoded.pixels, faces)
         rows = []
         for face in faces:
-            thumb = _thumbnail(decoded.pixels, face)
+            thumb = face_thumbnail(decoded.pixels, face)
             face.rescale(decoded.scale)
             x1, y1, x2, y2 = face.bbox
             reason = None

@@ -72,7 +72,8 @@ class Identification:
                 "matches": [m.to_dict() for m in self.matches]}
 
 
-def _thumbnail(pixels: np.ndarray, face: Face) -> bytes:
+def face_thumbnail(pixels: np.ndarray, face: Face) -> bytes:
+    """A 112x112 JPEG of the face's box (gallery records and clustering contact sheets)."""
     x1, y1, x2, y2 = (int(v) for v in face.bbox)
     crop = pixels[max(0, y1):max(y1 + 1, y2), max(0, x1):max(x1 + 1, x2)]
     crop = cv2.resize(crop, (THUMBNAIL_SIZE, THUMBNAIL_SIZE), interpolation=cv2.INTER_AREA)
@@ -226,7 +227,7 @@ class Gallery:
             face = max(faces, key=lambda f: f.area)
             analyzer.embed(decoded.pixels, [face])
             digest = sha256_file(image) if isinstance(image, str | os.PathLike) else None
-            thumb = _thumbnail(decoded.pixels, face)
+            thumb = face_thumbnail(decoded.pixels, face)
             face.rescale(decoded.scale)
             prepared.append((face, digest, thumb))
         dim = len(prepared[0][0].embedding)  # type: ignore[arg-type]

@@ -198,7 +198,7 @@ class LocalIndex:
         return sims[top], self._ids[rows[top]]
 
     # -- persistence -----------------------------------------------------------------------------
-    def _load(self, store: SQLiteStore) -> None:
+    def _load(self, store: SQLiteStore, verify: bool = True) -> None:
         state_path = self.dir / "state.json"
         if not state_path.exists():
             raise IndexCorrupt("missing")
@@ -206,7 +206,7 @@ class LocalIndex:
             state = json.loads(state_path.read_text())
             if state.get("format") != INDEX_FORMAT or state.get("recognizer") != store.meta("recognizer"):
                 raise IndexCorrupt("other format or recognizer")
-            for name, crc in state["checksums"].items():
+            for name, crc in state["checksums"].items() if verify else ():
                 if _crc(self.dir / name) != crc:
                     raise IndexCorrupt(f"{name}: checksum mismatch")
             vectors = np.load(self.dir / "vectors.npy", mmap_mode="r")
@@ -283,9 +283,10 @@ class LocalIndex:
             staging.rename(self.dir)
             shutil.rmtree(old, ignore_errors=True)
         self.dirty = False
-        # Reading the saved copy back keeps memory to one (memory-mapped) copy of the vectors.
+        # Reading the saved copy back keeps memory to one (memory-mapped) copy of the vectors; the
+        # checksums were computed from these very files a moment ago, so they are not read a second time.
         with contextlib.suppress(IndexCorrupt):
-            self._load(store)
+            self._load(store, verify=False)
 
     def drop(self) -> None:
         """Delete the persisted files (they are rebuilt on the next search)."""
