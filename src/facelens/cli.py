@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from facelens.analyze import DEFAULT_ATTRIBUTES
 from facelens.errors import FacelensError
 from facelens.io import expand_paths
 from facelens.pipeline import FaceAnalyzer
@@ -127,6 +128,77 @@ def detect(
             if r.ok:
                 target = _draw_target(draw, r.source, many)
                 save_image(target, draw_faces(load_image(r.source), r.faces))
+                if not json_out:
+                    out.print(f"wrote {_escape(str(target))}")
+    raise typer.Exit(EXIT_ERROR if report_errors(results) else EXIT_OK)
+
+
+def _analysis_label(face: Any) -> str:
+    """Short text for a face: expression, age, gender, quality (what is known of them)."""
+    from facelens.analyze import is_known
+
+    a = face.attributes
+    parts = []
+    if is_known(a.get("expression")):
+        parts.append(a["expression"]["label"])
+    if is_known(a.get("age_gender")):
+        parts.append(f"{a['age_gender']['age']:.0f} {a['age_gender']['gender'][0]}")
+    if is_known(a.get("quality")):
+        parts.append(f"q{a['quality']['score']:.2f}")
+    return " ".join(parts)
+
+
+def _cell(value: Any, fmt: Callable[[Any], str]) -> str:
+    from facelens.analyze import is_known
+
+    if value is None:
+        return ""
+    return fmt(value) if is_known(value) else "unknown"
+
+
+@app.command()
+def analyze(
+    images: Annotated[list[str], typer.Argument(help="image files or folders")],
+    json_out: JsonOpt = False,
+    draw: Annotated[Path | None, typer.Option("--draw", help="annotated image (a folder for several)")] = None,
+    attributes: Annotated[str, typer.Option(
+        "--attributes", help="comma-separated: landmarks, landmarks68, pose, quality, expression, "
+        "expression-human, age-gender")] = ",".join(DEFAULT_ATTRIBUTES),
+    detector: DetectorOpt = "scrfd-500m",
+    threads: ThreadsOpt = 0,
+) -> None:
+    """Everything about every face: landmarks, head pose, quality, expression, age and gender."""
+    from facelens.analyze import resolve
+    from facelens.draw import draw_analysis, save_image
+    from facelens.io import load_image
+
+    names = resolve([n.strip() for n in attributes.split(",") if n.strip()])
+    analyzer = FaceAnalyzer(detector=detector, threads=threads, attributes=names)
+    results = run_batch(analyzer, images, embed=False, label="analysing")
+    if json_out:
+        for r in results:
+            _print_json(r.to_dict(embedding=False))
+    else:
+        table = Table("image", "face", "box", "yaw/pitch/roll", "quality", "expression", "age", "gender")
+        for r in results:
+            for i, f in enumerate(r.faces if r.ok else []):
+                a = f.attributes
+                table.add_row(
+                    _escape(r.source), str(i), ",".join(f"{v:.0f}" for v in f.bbox),
+                    _cell(a.get("pose"), lambda p: f"{p['yaw']:+.0f}/{p['pitch']:+.0f}/{p['roll']:+.0f}"),
+                    _cell(a.get("quality"), lambda q: f"{q['score']:.2f}"),
+                    _cell(a.get("expression"), lambda e: f"{e['label']} {e['score']:.2f}"),
+                    _cell(a.get("age_gender"), lambda g: f"{g['age']:.0f}"),
+                    _cell(a.get("age_gender"), lambda g: f"{g['gender']} {g['gender_score']:.2f}"),
+                )
+        out.print(table)
+    if draw is not None:
+        many = len(results) > 1
+        for r in results:
+            if r.ok:
+                target = _draw_target(draw, r.source, many)
+                save_image(target, draw_analysis(load_image(r.source), r.faces,
+                                                 [_analysis_label(f) for f in r.faces]))
                 if not json_out:
                     out.print(f"wrote {_escape(str(target))}")
     raise typer.Exit(EXIT_ERROR if report_errors(results) else EXIT_OK)
@@ -419,6 +491,47 @@ def evaluate_cluster_cmd(
         value = result[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     out.print(table)
+    for error in result["errors"].values():
+        err.print(f"[red]error:[/red] {_escape(error)}", markup=True, highlight=False)
+
+
+@evaluate_app.command("quality")
+def evaluate_quality_cmd(
+    root: Annotated[Path, typer.Option("--root", help="folder with one sub-folder of images per person")],
+    far: Annotated[float, typer.Option("--far", help="false-match rate that fixes the comparison threshold")] = 1e-3,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="write report.json and edc.png here")] = None,
+    recognizer: Annotated[str, typer.Option("--recognizer")] = "arcface-mbf",
+    detector: DetectorOpt = "scrfd-500m",
+    threads: ThreadsOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Face quality as the field evaluates it: error-versus-discard curves against simple baselines."""
+    from facelens.evaluate.protocols import folder_per_person
+    from facelens.evaluate.quality import FRACTIONS, evaluate_quality
+
+    n_images = len(folder_per_person(root))
+    analyzer = FaceAnalyzer(detector=detector, recognizer=recognizer, threads=threads, attributes=["quality"])
+    with progress_bar(n_images, "measuring") as advance:
+        result = evaluate_quality(root, analyzer, far, on_done=lambda _path: advance(None))  # type: ignore[arg-type]
+    if out_dir is not None:
+        _require_matplotlib()
+        from facelens.evaluate.plots import plot_edc
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "report.json").write_text(json.dumps(result, indent=1))
+        plot_edc({name: (FRACTIONS, np.array(m["fnmr"])) for name, m in result["methods"].items()},
+                 out_dir / "edc.png", title=f"EDC at FAR {far:g} ({result['genuine_pairs']} genuine pairs)")
+    if json_out:
+        _print_json(result)
+    else:
+        table = Table("measure", "FNMR 0%", "5%", "10%", "20%", "30%", "mean FNMR 0-20%")
+        for name, m in sorted(result["methods"].items(), key=lambda kv: kv[1]["pauc_20"]):
+            table.add_row(name, *(f"{v:.4f}" for v in m["fnmr_at"].values()), f"{m['pauc_20']:.4f}")
+        out.print(f"{result['faces']} faces, {result['genuine_pairs']} genuine comparisons, threshold "
+                  f"{result['threshold']:.4f} (FAR {far:g})")
+        out.print(table)
+        if out_dir is not None:
+            out.print(f"wrote {_escape(str(out_dir / 'report.json'))} and edc.png")
     for error in result["errors"].values():
         err.print(f"[red]error:[/red] {_escape(error)}", markup=True, highlight=False)
 

@@ -41,6 +41,40 @@ def draw_faces(
     return canvas
 
 
+def _pose_axes(canvas: np.ndarray, face: Face, thickness: int) -> None:
+    """X (red, image right), Y (green, down) and Z (blue, towards the camera) axes of the head, 60 mm
+    long from the nose tip, projected with the pose's own camera."""
+    from facelens.analyze.pose import camera_matrix
+
+    pose = face.attributes.get("pose")
+    if not (isinstance(pose, dict) and "rvec" in pose):
+        return
+    height, width = canvas.shape[:2]
+    axes = np.array([[0, 0, 0], [60, 0, 0], [0, 60, 0], [0, 0, -60]], np.float64)
+    pts, _ = cv2.projectPoints(axes, np.array(pose["rvec"]), np.array(pose["tvec"]),
+                               camera_matrix(width, height), None)
+    pts = pts.reshape(-1, 2)
+    if not np.isfinite(pts).all() or np.abs(pts).max() > 1e6:
+        return
+    origin = tuple(round(v) for v in pts[0])
+    for end, colour in zip(pts[1:], [(0, 0, 255), (0, 255, 0), (255, 0, 0)], strict=True):
+        cv2.arrowedLine(canvas, origin, tuple(round(v) for v in end), colour, thickness + 1, cv2.LINE_AA, 0, 0.15)
+
+
+def draw_analysis(image: np.ndarray, faces: list[Face], labels: list[str]) -> np.ndarray:
+    """Boxes, dense landmarks, pose axes and a label line per face (`facelens analyze --draw`)."""
+    canvas = draw_faces(image, faces, labels)
+    thickness = max(1, round(max(image.shape[:2]) / 500))
+    for face in faces:
+        for key in ("landmarks_106", "landmarks_68"):
+            points = face.attributes.get(key)
+            if isinstance(points, list):
+                for x, y in points:
+                    cv2.circle(canvas, (round(x), round(y)), max(1, thickness // 2), (0, 255, 255), -1, cv2.LINE_AA)
+        _pose_axes(canvas, face, thickness)
+    return canvas
+
+
 def save_image(path: Path, image: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,3 +23,7 @@ class NoFaceError(FacelensError):
 
 class ConfigError(FacelensError):
     """A bad parameter: unknown model name, out-of-range value, incompatible combination."""
+
+
+class QualityError(FacelensError):
+    """A face too poor for the operation asked (below a quality floor); the message says which part."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from facelens.analyze import FaceAttribute, create_attribute, resolve
 from facelens.detect import create_detector
 from facelens.detect.base import Detector
 from facelens.embed import create_recognizer
@@ -62,6 +63,7 @@ class FaceAnalyzer:
         det_threshold: float = 0.5,
         min_face: float = 0.0,
         decode_size: int = 2048,
+        attributes: Sequence[str] = (),
     ) -> None:
         self.detector = detector
         self.recognizer = recognizer
@@ -71,8 +73,10 @@ class FaceAnalyzer:
         self.det_threshold = det_threshold
         self.min_face = min_face
         self.decode_size = decode_size
+        self.attributes = tuple(attributes)
         self._detector: Detector | None = None
         self._recognizer: Recognizer | None = None
+        self._parts: list[FaceAttribute] | None = None
 
     # -- lazily built parts ------------------------------------------------------------------
     @property
@@ -98,6 +102,12 @@ class FaceAnalyzer:
         return self._recognizer
 
     @property
+    def attribute_models(self) -> list[FaceAttribute]:
+        if self._parts is None:
+            self._parts = [create_attribute(name) for name in resolve(self.attributes)]
+        return self._parts
+
+    @property
     def n_threads(self) -> int:
         return self.threads if self.threads and self.threads > 0 else default_threads()
 
@@ -113,6 +123,8 @@ class FaceAnalyzer:
         _ = self.detector_model
         if embed:
             _ = self.recognizer_model
+        for part in self.attribute_models:
+            part.check_models()
 
     # -- one image ---------------------------------------------------------------------------
     def _faces(self, image: ImageSource, embed: bool) -> tuple[list[Face], Decoded]:
@@ -121,6 +133,8 @@ class FaceAnalyzer:
         faces = self.detector_model.detect(decoded.pixels)
         if embed:
             self.embed(decoded.pixels, faces)
+        for part in self.attribute_models:
+            part.annotate(decoded.pixels, faces)
         if decoded.scale != 1.0:
             for face in faces:
                 face.rescale(decoded.scale)

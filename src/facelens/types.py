@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 # attributes that hold (x, y) points in image pixels, scaled with the box by `Face.rescale`
-POINT_ATTRIBUTES = frozenset({"dlib_shape5"})
+POINT_ATTRIBUTES = frozenset({"dlib_shape5", "landmarks_106", "landmarks_68"})
 
 
 @dataclass

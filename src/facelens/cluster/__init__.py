@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from facelens.analyze.quality import QUALITY_FLOOR, FaceQuality
 from facelens.cluster.graph import chinese_whispers, cluster_labels, knn_graph, relabel
 from facelens.errors import ConfigError, FacelensError
 from facelens.io import decode_image, expand_paths, sha256_file
@@ -81,9 +82,10 @@ class Collection:
     """
 
     def __init__(self, path: str | os.PathLike[str], analyzer: FaceAnalyzer | None = None, far: float = 1e-4,
-                 k: int = 16, min_size: int = 2) -> None:
+                 k: int = 16, min_size: int = 2, min_quality: float = QUALITY_FLOOR) -> None:
         self.path = Path(path)
         self.analyzer = analyzer
+        self.min_quality = min_quality  # faces below it are set aside, with the reason (0: off)
         self.far = far
         self.k = k
         self.min_size = min_size
@@ -151,6 +153,8 @@ class Collection:
         faces = analyzer.detector_model.detect(decoded.pixels)
         if faces:
             analyzer.embed(decoded.pixels, faces)
+            if self.min_quality > 0:
+                FaceQuality().annotate(decoded.pixels, faces)
         rows = []
         for face in faces:
             thumb = face_thumbnail(decoded.pixels, face)
@@ -161,6 +165,8 @@ class Collection:
                 reason = f"face smaller than {MIN_FACE_PX} px"
             elif face.det_score < MIN_DET_SCORE:
                 reason = f"detection score below {MIN_DET_SCORE}"
+            elif face.attributes.get("quality", {}).get("score", 1.0) < self.min_quality:
+                reason = f"quality {face.attributes['quality']['score']:.2f} below {self.min_quality:.2f}"
             rows.append((json.dumps([round(float(v), 1) for v in face.bbox]), float(face.det_score),
                          np.asarray(face.embedding, np.float32).tobytes(), thumb, reason))
         with self.db.transaction() as conn:

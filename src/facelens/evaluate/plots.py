@@ -194,3 +194,21 @@ def plot_cmc(curves: dict[str, np.ndarray], path: str | Path, title: str = "CMC"
     if curves:
         ax.legend(loc="lower right", fontsize="small")
     return _save(fig, path)
+
+
+def plot_edc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
+             title: str = "Error versus discard") -> Path:
+    """Error-versus-discard curves: FNMR at a fixed threshold against the fraction of lowest-quality
+    comparisons discarded (ISO/IEC 29794-1). A better quality measure falls faster."""
+    fig, ax = _figure()
+    for name, (fractions, fnmr) in curves.items():
+        ax.plot(fractions, fnmr, linewidth=1.5, label=name)
+    ax.set_xlabel("Fraction of comparisons discarded (lowest quality first)")
+    ax.set_ylabel("FNMR at the fixed threshold")
+    ax.set_xlim(0.0, max((float(f[-1]) for f, _ in curves.values()), default=1.0))
+    ax.set_ylim(bottom=0.0)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if curves:
+        ax.legend(loc="upper right", fontsize="small")
+    return _save(fig, path)

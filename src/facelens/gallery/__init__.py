@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facelens.errors import ConfigError, FacelensError, NoFaceError
+from facelens.errors import ConfigError, FacelensError, NoFaceError, QualityError
 from facelens.gallery.store import GalleryError, Person, SQLiteStore
 from facelens.io import ImageSource, decode_image, sha256_file
 from facelens.models.registry import threshold_for
@@ -89,9 +89,12 @@ class Gallery:
     >>> [r.identity for r in g.identify("group.jpg")]
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, analyzer: FaceAnalyzer | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, analyzer: FaceAnalyzer | None = None,
+                 min_quality: float | None = None) -> None:
         self.path = Path(path) if path else default_gallery_path()
         self.analyzer = analyzer
+        # faces below this quality are refused at enrollment (None: the shipped QUALITY_FLOOR; 0: off)
+        self.min_quality = min_quality
         self._store: SQLiteStore | None = None
         self._index: Any = None
         self._lock = threading.Lock()
@@ -204,8 +207,9 @@ class Gallery:
                metadata: dict[str, Any] | None = None) -> list[int]:
         """Add one face per image to `name` (created if new), all in one transaction.
 
-        An image with no face, or with several faces unless `largest`, is refused with the reason
-        and nothing is written: a gallery polluted by a wrong face is worse than a retry.
+        An image with no face, with several faces unless `largest`, or whose face is below the quality
+        floor, is refused with the reason and nothing is written: a gallery polluted by a wrong or
+        unusable face is worse than a retry.
         """
         name = name.strip()
         if not name:
@@ -225,11 +229,12 @@ class Gallery:
             if len(faces) > 1 and not largest:
                 raise GalleryError(f"{label}: {len(faces)} faces found; enroll needs one (or pass --largest)")
             face = max(faces, key=lambda f: f.area)
+            quality = self._check_quality(label, decoded.pixels, face)
             analyzer.embed(decoded.pixels, [face])
             digest = sha256_file(image) if isinstance(image, str | os.PathLike) else None
             thumb = face_thumbnail(decoded.pixels, face)
             face.rescale(decoded.scale)
-            prepared.append((face, digest, thumb))
+            prepared.append((face, digest, thumb, quality))
         dim = len(prepared[0][0].embedding)  # type: ignore[arg-type]
         analyzed = time.perf_counter()
         self.timings["analyze_s"] += analyzed - started
@@ -237,10 +242,26 @@ class Gallery:
             self.store.bind_recognizer(conn, analyzer.recognizer, dim)
             person_id = self.store.ensure_person(conn, name, metadata)
             ids = [self.store.add_face(conn, person_id, f.embedding, analyzer.recognizer, digest,  # type: ignore[arg-type]
-                                       [round(float(v), 2) for v in f.bbox], f.det_score, None, thumb)
-                   for f, digest, thumb in prepared]
+                                       [round(float(v), 2) for v in f.bbox], f.det_score, quality, thumb)
+                   for f, digest, thumb, quality in prepared]
         self.timings["store_s"] += time.perf_counter() - analyzed
         return ids
+
+    def _check_quality(self, label: str, pixels: np.ndarray, face: Face) -> float | None:
+        """The face's quality score; a `QualityError` naming the weakest part if below the floor."""
+        from facelens.analyze.quality import QUALITY_FLOOR, FaceQuality, weakest_part
+
+        floor = QUALITY_FLOOR if self.min_quality is None else self.min_quality
+        if floor <= 0:
+            return None
+        FaceQuality().annotate(pixels, [face])
+        quality = face.attributes["quality"]
+        if "score" not in quality:
+            return None
+        if quality["score"] < floor:
+            raise QualityError(f"{label}: face quality {quality['score']:.2f} is below the enrollment floor "
+                               f"{floor:.2f} ({weakest_part(quality)}); nothing enrolled")
+        return float(quality["score"])
 
     def import_folder(
         self, root: str | os.PathLike[str], largest: bool = False,

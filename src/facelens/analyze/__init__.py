@@ -1,0 +1,48 @@
+"""Face analysis: dense landmarks, head pose, quality, expression, age and gender.
+
+Each part is a `FaceAttribute` (see `base.py`) that writes one entry of `Face.attributes`; the
+pipeline (`FaceAnalyzer(attributes=...)`) runs the chosen parts after detection, in dependency order.
+
+>>> faces = facelens.analyze("photo.jpg")                    # every part
+>>> faces[0].attributes["pose"]["yaw"], faces[0].attributes["quality"]["score"]
+"""
+
+from __future__ import annotations
+
+from facelens.analyze.base import FaceAttribute, is_known, unknown
+from facelens.errors import ConfigError
+
+# name -> (module, class); the order is the order they run in (pose after landmarks, ...)
+ATTRIBUTES: dict[str, tuple[str, str]] = {
+    "landmarks": ("facelens.analyze.landmarks", "Landmarks106"),
+    "landmarks68": ("facelens.analyze.landmarks", "Landmarks68"),
+    "pose": ("facelens.analyze.pose", "HeadPose"),
+    "quality": ("facelens.analyze.quality", "FaceQuality"),
+    "expression": ("facelens.analyze.expression", "FerExpression"),
+    "expression-human": ("facelens.analyze.expression", "HumanExpression"),
+    "age-gender": ("facelens.analyze.age_gender", "AgeGender"),
+}
+DEFAULT_ATTRIBUTES = ("landmarks", "pose", "quality", "expression", "age-gender")
+
+
+def create_attribute(name: str) -> FaceAttribute:
+    """An attribute model by name (see `ATTRIBUTES`)."""
+    import importlib
+
+    try:
+        module, cls = ATTRIBUTES[name]
+    except KeyError:
+        raise ConfigError(f"unknown face attribute {name!r}; choose from {', '.join(ATTRIBUTES)}") from None
+    return getattr(importlib.import_module(module), cls)()
+
+
+def resolve(names: list[str] | tuple[str, ...]) -> list[str]:
+    """Known names, deduplicated, in running order."""
+    for name in names:
+        if name not in ATTRIBUTES:
+            raise ConfigError(f"unknown face attribute {name!r}; choose from {', '.join(ATTRIBUTES)}")
+    return [n for n in ATTRIBUTES if n in names]
+
+
+__all__ = ["ATTRIBUTES", "DEFAULT_ATTRIBUTES", "FaceAttribute", "create_attribute", "is_known", "resolve",
+           "unknown"]

