@@ -6,6 +6,7 @@ The public API in a few names:
     faces = facelens.detect("group.jpg")           # boxes, 5 landmarks, scores
     faces = facelens.embed("group.jpg")            # ... plus 512-d embeddings
     result = facelens.verify("a.jpg", "b.jpg")     # same person? at FAR 1e-3
+    faces = facelens.analyze("photo.jpg")          # + landmarks, pose, quality, expression, age, gender
     fa = facelens.FaceAnalyzer(threads=2)          # configure once, reuse
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from facelens.analysis import DEFAULT_ATTRIBUTES, resolve
 from facelens.errors import FacelensError, ImageError, ModelNotFoundError, NoFaceError
 from facelens.io import ImageSource, load_image
 from facelens.pipeline import FaceAnalyzer
@@ -22,9 +24,9 @@ from facelens.verify import verify
 __version__ = "0.1.0"
 
 
-@lru_cache(maxsize=4)
-def _analyzer(detector: str, recognizer: str) -> FaceAnalyzer:
-    return FaceAnalyzer(detector=detector, recognizer=recognizer)
+@lru_cache(maxsize=8)
+def _analyzer(detector: str, recognizer: str, attributes: tuple[str, ...] = ()) -> FaceAnalyzer:
+    return FaceAnalyzer(detector=detector, recognizer=recognizer, attributes=attributes)
 
 
 def detect(image: ImageSource, detector: str = "scrfd-500m") -> list[Face]:
@@ -37,6 +39,13 @@ def embed(image: ImageSource, detector: str = "scrfd-500m", recognizer: str = "a
     return _analyzer(detector, recognizer).analyze(image)
 
 
+def analyze(image: ImageSource, attributes: tuple[str, ...] | list[str] = DEFAULT_ATTRIBUTES,
+            detector: str = "scrfd-500m") -> list[Face]:
+    """Faces of one image with `attributes` filled in: 106 landmarks, head pose, quality, expression,
+    age and gender by default (see `facelens.analysis`)."""
+    return _analyzer(detector, "arcface-mbf", tuple(resolve(list(attributes)))).detect(image)
+
+
 __all__ = [
     "Face",
     "FaceAnalyzer",
@@ -47,6 +56,7 @@ __all__ = [
     "NoFaceError",
     "Verification",
     "__version__",
+    "analyze",
     "detect",
     "embed",
     "load_image",

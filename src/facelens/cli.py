@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from facelens.analyze import DEFAULT_ATTRIBUTES
+from facelens.analysis import DEFAULT_ATTRIBUTES
 from facelens.errors import FacelensError
 from facelens.io import expand_paths
 from facelens.pipeline import FaceAnalyzer
@@ -135,7 +135,7 @@ def detect(
 
 def _analysis_label(face: Any) -> str:
     """Short text for a face: expression, age, gender, quality (what is known of them)."""
-    from facelens.analyze import is_known
+    from facelens.analysis import is_known
 
     a = face.attributes
     parts = []
@@ -149,7 +149,7 @@ def _analysis_label(face: Any) -> str:
 
 
 def _cell(value: Any, fmt: Callable[[Any], str]) -> str:
-    from facelens.analyze import is_known
+    from facelens.analysis import is_known
 
     if value is None:
         return ""
@@ -168,7 +168,7 @@ def analyze(
     threads: ThreadsOpt = 0,
 ) -> None:
     """Everything about every face: landmarks, head pose, quality, expression, age and gender."""
-    from facelens.analyze import resolve
+    from facelens.analysis import resolve
     from facelens.draw import draw_analysis, save_image
     from facelens.io import load_image
 
@@ -578,17 +578,20 @@ def _root(
         raise typer.Exit(EXIT_OK)
 
 
+MinQualityOpt = Annotated[float | None, typer.Option(
+    "--min-quality", min=0.0, max=1.0,
+    help="face quality floor (default: the shipped floor, see README; 0 turns it off)")]
 GalleryOpt = Annotated[Path | None, typer.Option("--gallery", help="gallery folder (default $FACELENS_GALLERY)")]
 
 
 _OPEN_GALLERIES: list[Any] = []
 
 
-def _gallery(path: Path | None, recognizer: str | None = None) -> Any:
+def _gallery(path: Path | None, recognizer: str | None = None, min_quality: float | None = None) -> Any:
     from facelens.gallery import Gallery
 
     analyzer = FaceAnalyzer(recognizer=recognizer, threads=1) if recognizer else None
-    gallery = Gallery(path, analyzer)
+    gallery = Gallery(path, analyzer, min_quality=min_quality)
     _OPEN_GALLERIES.append(gallery)  # closed by main(): the search index is saved once, at exit
     return gallery
 
@@ -608,11 +611,13 @@ def gallery_enroll(
     images: Annotated[list[str], typer.Argument(help="photos of this person, one face each (or folders)")],
     largest: Annotated[bool, typer.Option("--largest", help="take the largest face of a multi-face photo")] = False,
     recognizer: Annotated[str | None, typer.Option("--recognizer", help="for a new gallery")] = None,
+    min_quality: MinQualityOpt = None,
     gallery: GalleryOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Enroll NAME from IMAGES (all or nothing: a photo with no face or several faces is refused)."""
-    store = _gallery(gallery, recognizer)
+    """Enroll NAME from IMAGES (all or nothing: a photo with no face, several faces, or a face below the
+    quality floor is refused, with the reason)."""
+    store = _gallery(gallery, recognizer, min_quality)
     ids = store.enroll(name, [str(p) for p in expand_paths(images)], largest=largest)
     if json_out:
         _print_json({"person": name, "faces_added": ids})
@@ -625,13 +630,14 @@ def gallery_import(
     root: Annotated[Path, typer.Argument(help="folder with one sub-folder of photos per person")],
     largest: Annotated[bool, typer.Option("--largest", help="take the largest face of a multi-face photo")] = False,
     recognizer: Annotated[str | None, typer.Option("--recognizer", help="for a new gallery")] = None,
+    min_quality: MinQualityOpt = None,
     gallery: GalleryOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Enroll a folder per person (bad files reported and skipped; a rerun resumes), or load an export."""
     from facelens.evaluate.protocols import folder_per_person
 
-    store = _gallery(gallery, recognizer)
+    store = _gallery(gallery, recognizer, min_quality)
     if root.is_file():
         added = store.import_export(root)
         out.print(f"imported {added} face(s) from {_escape(str(root))}")
@@ -769,12 +775,15 @@ def cluster(
     far: Annotated[float, typer.Option("--far", help="sensitivity: false-match rate 1e-2, 1e-3 or 1e-4 "
                                        "(smaller = stricter, fewer wrong merges)")] = 1e-4,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="cluster everything again from scratch")] = False,
+    min_quality: MinQualityOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Group the faces of a photo folder into people; reruns add new photos and keep corrections."""
     from facelens.io import expand_paths as _expand
 
     collection = _collection(out_dir, far, must_exist=False)
+    if min_quality is not None:
+        collection.min_quality = min_quality
     if not root.is_dir():
         raise fail(f"{root}: not a folder")
     total = len(_expand([str(root)]))

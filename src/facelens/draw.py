@@ -44,7 +44,7 @@ def draw_faces(
 def _pose_axes(canvas: np.ndarray, face: Face, thickness: int) -> None:
     """X (red, image right), Y (green, down) and Z (blue, towards the camera) axes of the head, 60 mm
     long from the nose tip, projected with the pose's own camera."""
-    from facelens.analyze.pose import camera_matrix
+    from facelens.analysis.pose import camera_matrix
 
     pose = face.attributes.get("pose")
     if not (isinstance(pose, dict) and "rvec" in pose):

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from facelens.analyze import FaceAttribute, create_attribute, resolve
+from facelens.analysis import FaceAttribute, create_attribute, resolve
 from facelens.detect import create_detector
 from facelens.detect.base import Detector
 from facelens.embed import create_recognizer

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from facelens.analyze.quality import QUALITY_FLOOR, FaceQuality
+from facelens.analysis.quality import QUALITY_FLOOR, FaceQuality
 from facelens.cluster.graph import chinese_whispers, cluster_labels, knn_graph, relabel
 from facelens.errors import ConfigError, FacelensError
 from facelens.io import decode_image, expand_paths, sha256_file

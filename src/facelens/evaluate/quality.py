@@ -8,7 +8,7 @@ false non-match rate of what is left. A useful quality measure makes FNMR fall q
 the curve up to 20 % discarded (as mean FNMR over that window) sums it up.
 
 Compared: facelens quality, its parts alone, and the baselines people reach for first (face size,
-sharpness, the detector's score).
+sharpness, the detector's score, the recognizer's embedding norm as MagFace-style quality).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ MEASURES: dict[str, Callable[[dict[str, Any]], float]] = {
     "face size": lambda r: r["size_px"],
     "sharpness": lambda r: r["quality"]["sharpness"],
     "detection score": lambda r: r["det_score"],
+    "embedding norm": lambda r: r["quality"]["embedding_norm"],
     "recognizability (part)": lambda r: r["quality"]["recognizability"],
-    "stability (part)": lambda r: r["quality"]["stability"],
     "pose (part)": lambda r: r["quality"]["pose"],
     "exposure (part)": lambda r: r["quality"]["exposure"],
 }

@@ -249,7 +249,7 @@ class Gallery:
 
     def _check_quality(self, label: str, pixels: np.ndarray, face: Face) -> float | None:
         """The face's quality score; a `QualityError` naming the weakest part if below the floor."""
-        from facelens.analyze.quality import QUALITY_FLOOR, FaceQuality, weakest_part
+        from facelens.analysis.quality import QUALITY_FLOOR, FaceQuality, weakest_part
 
         floor = QUALITY_FLOOR if self.min_quality is None else self.min_quality
         if floor <= 0:

@@ -3,24 +3,24 @@
 Each part is a `FaceAttribute` (see `base.py`) that writes one entry of `Face.attributes`; the
 pipeline (`FaceAnalyzer(attributes=...)`) runs the chosen parts after detection, in dependency order.
 
->>> faces = facelens.analyze("photo.jpg")                    # every part
+>>> faces = facelens.analysis("photo.jpg")                    # every part
 >>> faces[0].attributes["pose"]["yaw"], faces[0].attributes["quality"]["score"]
 """
 
 from __future__ import annotations
 
-from facelens.analyze.base import FaceAttribute, is_known, unknown
+from facelens.analysis.base import FaceAttribute, is_known, unknown
 from facelens.errors import ConfigError
 
 # name -> (module, class); the order is the order they run in (pose after landmarks, ...)
 ATTRIBUTES: dict[str, tuple[str, str]] = {
-    "landmarks": ("facelens.analyze.landmarks", "Landmarks106"),
-    "landmarks68": ("facelens.analyze.landmarks", "Landmarks68"),
-    "pose": ("facelens.analyze.pose", "HeadPose"),
-    "quality": ("facelens.analyze.quality", "FaceQuality"),
-    "expression": ("facelens.analyze.expression", "FerExpression"),
-    "expression-human": ("facelens.analyze.expression", "HumanExpression"),
-    "age-gender": ("facelens.analyze.age_gender", "AgeGender"),
+    "landmarks": ("facelens.analysis.landmarks", "Landmarks106"),
+    "landmarks68": ("facelens.analysis.landmarks", "Landmarks68"),
+    "pose": ("facelens.analysis.pose", "HeadPose"),
+    "quality": ("facelens.analysis.quality", "FaceQuality"),
+    "expression": ("facelens.analysis.expression", "FerExpression"),
+    "expression-human": ("facelens.analysis.expression", "HumanExpression"),
+    "age-gender": ("facelens.analysis.age_gender", "AgeGender"),
 }
 DEFAULT_ATTRIBUTES = ("landmarks", "pose", "quality", "expression", "age-gender")
 

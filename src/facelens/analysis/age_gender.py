@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from facelens.align import loose_crop
-from facelens.analyze.base import FaceAttribute, unknown
+from facelens.analysis.base import FaceAttribute, unknown
 from facelens.models.runtime import onnx_session
 from facelens.types import Face
 

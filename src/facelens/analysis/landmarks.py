@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facelens.analyze.base import FaceAttribute
+from facelens.analysis.base import FaceAttribute
 from facelens.models.runtime import onnx_session
 from facelens.models.store import model_path
 from facelens.types import Face

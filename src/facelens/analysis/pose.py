@@ -22,8 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facelens.analyze.base import FaceAttribute, unknown
-from facelens.analyze.landmarks import semantic_points
+from facelens.analysis.base import FaceAttribute, unknown
+from facelens.analysis.landmarks import semantic_points
 from facelens.types import Face
 
 MEAN_FACE_MM = {

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from facelens.align import loose_crop
-from facelens.analyze.base import FaceAttribute, unknown
+from facelens.analysis.base import FaceAttribute, unknown
 from facelens.errors import FacelensError
 from facelens.models.runtime import onnx_session
 from facelens.models.store import model_path
