@@ -27,3 +27,7 @@ class ConfigError(FacelensError):
 
 class QualityError(FacelensError):
     """A face too poor for the operation asked (below a quality floor); the message says which part."""
+
+
+class NotFoundError(FacelensError):
+    """A named thing (person, face, cluster, job) does not exist."""

@@ -3,12 +3,16 @@
 WAL mode (readers never block the writer), foreign keys, `secure_delete` (deleted rows are zeroed, not
 left in free pages), 16 KiB pages for new files, a schema version in a `meta` table, and writes as
 `BEGIN IMMEDIATE ... COMMIT` so several processes get one writer at a time and all-or-nothing writes.
-Every failure becomes one error of the subclass's kind, naming the file.
+Every failure becomes one error of the subclass's kind, naming the file. Each thread gets its own
+connection (a server answers requests on many threads; a shared connection would share one
+transaction between them), so threads coordinate exactly as processes do: through SQLite's locks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,9 +28,16 @@ class SQLiteDatabase:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+
+    @property
+    def _conn(self) -> sqlite3.Connection | None:
+        return getattr(self._local, "conn", None)
 
     def connect(self) -> sqlite3.Connection:
+        """This thread's connection (opened, configured and schema-checked on first use)."""
         if self._conn is None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,13 +60,19 @@ class SQLiteDatabase:
                 raise self.error(f"{self.path}: not a usable {self.kind} database ({exc})") from None
             except OSError as exc:
                 raise self.error(f"{self.path}: cannot open the {self.kind} ({exc.strerror or exc})") from None
-            self._conn = conn
-        return self._conn
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return self._local.conn
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close every thread's connection (call when no other thread is using the database)."""
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.ProgrammingError):  # made in another thread: closed all the same
+                conn.close()
+        self._local = threading.local()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from facelens.analysis.quality import QUALITY_FLOOR, FaceQuality
 from facelens.cluster.graph import chinese_whispers, cluster_labels, knn_graph, relabel
-from facelens.errors import ConfigError, FacelensError
+from facelens.errors import ConfigError, FacelensError, NotFoundError
 from facelens.io import decode_image, expand_paths, sha256_file
 from facelens.models.registry import threshold_for
 from facelens.pipeline import FaceAnalyzer
@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS corrections (
 
 class ClusterError(FacelensError):
     """A clustering request that cannot be done as asked."""
+
+
+class ClusterNotFound(ClusterError, NotFoundError):
+    """No such cluster or face in the collection."""
 
 
 class CollectionDatabase(SQLiteDatabase):
@@ -265,14 +269,21 @@ class Collection:
         faces = [r[0] for r in self.connect().execute("SELECT id FROM faces WHERE cluster=? ORDER BY id",
                                                       (cluster,))]
         if not faces:
-            raise ClusterError(f"no cluster {cluster} in this collection")
+            raise ClusterNotFound(f"no cluster {cluster} in this collection")
         return faces
 
     def _face(self, face_id: int) -> int:
         row = self.connect().execute("SELECT cluster FROM faces WHERE id=?", (face_id,)).fetchone()
         if row is None:
-            raise ClusterError(f"no face {face_id} in this collection")
+            raise ClusterNotFound(f"no face {face_id} in this collection")
         return int(row[0])
+
+    def thumbnail(self, face_id: int) -> bytes:
+        """The JPEG thumbnail stored with a face of the collection."""
+        row = self.connect().execute("SELECT thumbnail FROM faces WHERE id=?", (face_id,)).fetchone()
+        if row is None or not row[0]:
+            raise ClusterNotFound(f"no thumbnail for face {face_id} in this collection")
+        return bytes(row[0])
 
     def _record(self, kind: str, a: int, b: int | None = None, name: str | None = None) -> None:
         with self.db.transaction() as conn:
@@ -287,15 +298,27 @@ class Collection:
 
     def split(self, face_id: int) -> None:
         """Take a face out of its cluster: it becomes a person of its own."""
-        self._face(face_id)
-        self._record("split", face_id)
+        self._take_out(face_id, "split")
         self.cluster()
 
     def not_person(self, face_id: int, cluster: int) -> None:
         """This face is not the person of `cluster`."""
-        self._face(face_id)
-        self._record("not", face_id, self._cluster_faces(cluster)[0])
+        self._take_out(face_id, "not", self._cluster_faces(cluster)[0])
         self.cluster()
+
+    def _take_out(self, face_id: int, kind: str, other: int | None = None) -> None:
+        """Record a split / "not this person". Earlier merges and names that used this face to stand for
+        its cluster are moved to another face of that cluster first, so the newer correction wins
+        instead of the old merge pulling the face straight back in."""
+        cluster = self._face(face_id)
+        stand_in = next((f for f in self._cluster_faces(cluster) if f != face_id), None) if cluster >= 0 else None
+        with self.db.transaction() as conn:
+            if stand_in is not None:
+                conn.execute("UPDATE corrections SET face_a=? WHERE face_a=? AND kind IN ('merge', 'name')",
+                             (stand_in, face_id))
+                conn.execute("UPDATE corrections SET face_b=? WHERE face_b=? AND kind='merge'", (stand_in, face_id))
+            conn.execute("INSERT INTO corrections (kind, face_a, face_b, name, created) VALUES (?, ?, ?, ?, ?)",
+                         (kind, face_id, other, None, time.time()))
 
     def name(self, cluster: int, name: str) -> None:
         name = name.strip()
@@ -331,7 +354,7 @@ class Collection:
         """Enroll a named cluster's faces into a `Gallery` (embeddings and thumbnails as stored here)."""
         names = {c.id: c.name for c in self.clusters()}
         if cluster not in names:
-            raise ClusterError(f"no cluster {cluster} in this collection")
+            raise ClusterNotFound(f"no cluster {cluster} in this collection")
         if not names[cluster]:
             raise ClusterError(f"cluster {cluster} has no name yet: name it first")
         rows = self.connect().execute(

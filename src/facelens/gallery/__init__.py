@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from facelens.errors import ConfigError, FacelensError, NoFaceError, QualityError
-from facelens.gallery.store import GalleryError, Person, SQLiteStore
+from facelens.gallery.store import GalleryError, GalleryNotFound, Person, SQLiteStore
 from facelens.io import ImageSource, decode_image, sha256_file
 from facelens.models.registry import threshold_for
 from facelens.pipeline import FaceAnalyzer, source_label
@@ -392,6 +392,31 @@ class Gallery:
                     added += 1
         return added
 
+    def create_person(self, name: str, metadata: dict[str, Any] | None = None) -> Person:
+        """A person with no face yet (faces are added by `enroll`)."""
+        name = name.strip()
+        if not name:
+            raise ConfigError("a person's name cannot be empty")
+        with self.store.transaction() as conn:
+            if conn.execute("SELECT 1 FROM people WHERE name=?", (name,)).fetchone():
+                raise GalleryError(f"a person named {name!r} already exists")
+            self.store.ensure_person(conn, name, metadata)
+        return self.store.person(name)
+
+    def set_metadata(self, name: str, metadata: dict[str, Any]) -> Person:
+        person = self.store.person(name)
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE people SET metadata=?, updated=? WHERE id=?",
+                         (json.dumps(metadata), time.time(), person.id))
+        return self.store.person(person.id)
+
+    def thumbnail(self, face_id: int) -> bytes:
+        """The JPEG thumbnail stored with a face."""
+        row = self.store.connect().execute("SELECT thumbnail FROM faces WHERE id=?", (face_id,)).fetchone()
+        if row is None or not row[0]:
+            raise GalleryNotFound(f"no thumbnail for face {face_id} in the gallery")
+        return bytes(row[0])
+
     def rename(self, old: str, new: str) -> None:
         new = new.strip()
         if not new:
@@ -415,7 +440,7 @@ class Gallery:
     def remove_face(self, face_id: int) -> None:
         with self.store.transaction() as conn:
             if conn.execute("DELETE FROM faces WHERE id=?", (face_id,)).rowcount == 0:
-                raise GalleryError(f"no face with id {face_id} in the gallery")
+                raise GalleryNotFound(f"no face with id {face_id} in the gallery")
         self._erase_from_index()
 
     def _erase_from_index(self) -> None:

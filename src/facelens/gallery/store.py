@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from facelens.errors import FacelensError
+from facelens.errors import FacelensError, NotFoundError
 from facelens.sqlite import SQLiteDatabase
 
 SCHEMA_VERSION = 1
@@ -49,6 +49,10 @@ CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
 
 class GalleryError(FacelensError):
     """A gallery operation that cannot be done as asked (unknown person, wrong recognizer, ...)."""
+
+
+class GalleryNotFound(GalleryError, NotFoundError):
+    """No such person or face in the gallery."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class SQLiteStore(SQLiteDatabase):
             f"LEFT JOIN faces f ON f.person_id = p.id WHERE p.{column} = ? GROUP BY p.id", (name_or_id,)
         ).fetchone()
         if row is None:
-            raise GalleryError(f"no person {name_or_id!r} in the gallery")
+            raise GalleryNotFound(f"no person {name_or_id!r} in the gallery")
         return Person(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
 
     def people(self) -> list[Person]:

@@ -1,0 +1,83 @@
+"""Background clustering jobs: started by POST /v1/cluster, polled by GET /v1/cluster/jobs/{id}."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facelens.errors import FacelensError, NotFoundError
+
+
+class JobNotFound(NotFoundError):
+    """No job with that id (ids live as long as the process)."""
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    status: str = "queued"  # queued, running, done, failed
+    done: int = 0
+    total: int = 0
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "status": self.status, "progress": {"done": self.done,
+                "total": self.total}, "result": self.result, "error": self.error, "created": self.created,
+                "finished": self.finished}
+
+
+class JobRunner:
+    """One job at a time (clustering uses both cores on its own); the rest wait in order."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self.jobs: dict[str, Job] = {}
+        self.collection_lock = threading.Lock()  # a job and a user's correction never interleave
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facelens-job")
+
+    def get(self, job_id: str) -> Job:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise JobNotFound(f"no job {job_id!r}") from None
+
+    def start_cluster(self, root: Path, far: float) -> Job:
+        job = Job(id=uuid.uuid4().hex[:12], kind="cluster")
+        self.jobs[job.id] = job
+        self._pool.submit(self._cluster, job, root, far)
+        return job
+
+    def _cluster(self, job: Job, root: Path, far: float) -> None:
+        from facelens.io import expand_paths
+
+        job.status = "running"
+        try:
+            with self.collection_lock:
+                collection = self.service.collection
+                collection.far = far
+                job.total = len(expand_paths([str(root)]))
+
+                def advance(_entry: dict[str, Any]) -> None:
+                    job.done += 1
+
+                report = collection.scan(root, on_result=advance)
+                run = collection.cluster()
+                collection.write_outputs()
+                job.result = {**collection.summary(), "run": run,
+                              "errors": [r["error"] for r in report if r["status"] == "error"]}
+            job.status = "done"
+        except (FacelensError, OSError) as exc:
+            job.status, job.error = "failed", str(exc)
+        job.finished = time.time()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
