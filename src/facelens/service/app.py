@@ -24,6 +24,7 @@ from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
@@ -46,6 +47,11 @@ from facelens.service.metrics import Metrics
 
 T = TypeVar("T")
 MB = 1024 * 1024
+# ids are SQLite integers: a larger number is a client's mistake (422), not an overflow inside
+MAX_ID = 2**63 - 1
+BodyId = Annotated[int, Field(ge=0, le=MAX_ID)]
+PersonId = Annotated[int, PathParam(ge=0, le=MAX_ID)]
+FaceId = Annotated[int, PathParam(ge=0, le=MAX_ID)]
 
 
 @dataclass
@@ -107,21 +113,21 @@ class ClusterJob(BaseModel):
 
 
 class MergeBody(BaseModel):
-    a: int
-    b: int
+    a: BodyId
+    b: BodyId
 
 
 class SplitBody(BaseModel):
-    face_id: int
+    face_id: BodyId
 
 
 class NotBody(BaseModel):
-    face_id: int
-    cluster: int
+    face_id: BodyId
+    cluster: BodyId
 
 
 class NameBody(BaseModel):
-    cluster: int
+    cluster: BodyId
     name: str = Field(min_length=1, max_length=200)
     enroll: bool = False
 
@@ -427,7 +433,7 @@ def create_app(config: ServiceConfig, warm: bool = True) -> FastAPI:
         return await service.run(work)
 
     @app.get("/v1/gallery/people/{person_id}", tags=["gallery"])
-    async def get_person(person_id: int, _: Read) -> dict[str, Any]:
+    async def get_person(person_id: PersonId, _: Read) -> dict[str, Any]:
         def work() -> dict[str, Any]:
             name = service.person_name(person_id)
             return {**person_out(service.gallery.person(name)), "faces": service.gallery.faces(name)}
@@ -435,7 +441,7 @@ def create_app(config: ServiceConfig, warm: bool = True) -> FastAPI:
         return await service.run(work)
 
     @app.patch("/v1/gallery/people/{person_id}", tags=["gallery"])
-    async def update_person(person_id: int, body: PersonUpdate, _: Enroll) -> dict[str, Any]:
+    async def update_person(person_id: PersonId, body: PersonUpdate, _: Enroll) -> dict[str, Any]:
         def work() -> dict[str, Any]:
             with service.write_lock:
                 name = service.person_name(person_id)
@@ -455,22 +461,22 @@ def create_app(config: ServiceConfig, warm: bool = True) -> FastAPI:
         return receipt
 
     @app.delete("/v1/gallery/people/{person_id}", tags=["gallery"])
-    async def delete_person(person_id: int, _: Admin) -> dict[str, Any]:
+    async def delete_person(person_id: PersonId, _: Admin) -> dict[str, Any]:
         """Delete a person: the same complete erasure as /forget (rows, index entries, thumbnails)."""
         return await service.run(forget_work, person_id)
 
     @app.post("/v1/gallery/people/{person_id}/forget", tags=["gallery"])
-    async def forget_person(person_id: int, _: Admin) -> dict[str, Any]:
+    async def forget_person(person_id: PersonId, _: Admin) -> dict[str, Any]:
         """Erase a person completely and return the receipt (counts and time; no biometrics)."""
         return await service.run(forget_work, person_id)
 
     @app.get("/v1/gallery/people/{person_id}/faces", tags=["gallery"])
-    async def list_faces(person_id: int, _: Read) -> dict[str, Any]:
+    async def list_faces(person_id: PersonId, _: Read) -> dict[str, Any]:
         return {"faces": await service.run(lambda: service.gallery.faces(service.person_name(person_id)))}
 
     @app.post("/v1/gallery/people/{person_id}/faces", tags=["gallery"], status_code=201,
               openapi_extra=image_body("image"))
-    async def add_face(request: Request, person_id: int, _: Enroll,
+    async def add_face(request: Request, person_id: PersonId, _: Enroll,
                        largest: Annotated[bool, Query(description="take the largest of several faces")] = False,
                        ) -> dict[str, Any]:
         """Enroll the face of an image for this person (refused: no face, several faces, too poor)."""
@@ -487,7 +493,7 @@ def create_app(config: ServiceConfig, warm: bool = True) -> FastAPI:
         return await service.run(work)
 
     @app.delete("/v1/gallery/people/{person_id}/faces/{face_id}", tags=["gallery"])
-    async def remove_face(person_id: int, face_id: int, _: Admin) -> dict[str, Any]:
+    async def remove_face(person_id: PersonId, face_id: FaceId, _: Admin) -> dict[str, Any]:
         def work() -> dict[str, Any]:
             with service.write_lock:
                 owners = service.gallery.store.face_owners([face_id])
@@ -500,7 +506,7 @@ def create_app(config: ServiceConfig, warm: bool = True) -> FastAPI:
 
     @app.get("/v1/gallery/faces/{face_id}/thumbnail", tags=["gallery"], response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}}})
-    async def gallery_thumbnail(face_id: int, _: Read) -> Response:
+    async def gallery_thumbnail(face_id: FaceId, _: Read) -> Response:
         return Response(await service.run(service.gallery.thumbnail, face_id), media_type="image/jpeg")
 
     # -- clustering ------------------------------------------------------------------------------
@@ -533,7 +539,7 @@ def create_app(config: ServiceConfig, warm: bool = True) -> FastAPI:
 
     @app.get("/v1/clusters/faces/{face_id}/thumbnail", tags=["clusters"], response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}}})
-    async def cluster_thumbnail(face_id: int, _: Read) -> Response:
+    async def cluster_thumbnail(face_id: FaceId, _: Read) -> Response:
         def work() -> bytes:
             if not (service.config.collection / "collection.sqlite").exists():
                 raise ApiError(404, "not_found", "no clustered collection yet")

@@ -160,8 +160,8 @@ async function personCard(person) {
     if (!confirm(`Forget ${person.name} completely? Their faces and thumbnails are erased for good.`)) return;
     try {
       const receipt = await api(`/v1/gallery/people/${person.id}/forget`, { method: "POST" });
-      status(`forgot ${person.name} (${receipt.faces_removed ?? "all"} face(s) erased)`);
       await loadPeople();
+      status(`forgot ${person.name} (${receipt.faces_removed} face(s) erased)`);
     } catch (err) { status(`forget failed: ${err.message}`, true); }
   });
   item.append(name, count, rename, forget);
@@ -189,8 +189,8 @@ async function enroll(name, blobs) {
       status(`${blob.name || "photo"}: ${err.message}`, true);
     }
   }
-  if (added) status(`enrolled ${added} face(s) for ${name}`);
   await loadPeople();
+  if (added) status(`enrolled ${added} face(s) for ${name}`);
   return added;
 }
 

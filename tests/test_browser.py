@@ -1,0 +1,73 @@
+"""The web page in real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright; no browser
+download): enroll two people, identify a group photo, see the names, forget one, see it gone."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .test_service import Server
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def page(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is needed for the browser tests: apt-get install chromium (make test does)")
+    server = Server(tmp_path)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("dialog", lambda dialog: dialog.accept())  # the forget confirmation
+        page.goto(server.url + "/")
+        page.fill("#key-input", server.token)
+        page.click("#key-save")
+        page.wait_for_selector("#status:has-text('key saved')")
+        try:
+            yield page
+        finally:
+            if page.context:
+                page.screenshot(path=str(tmp_path / "last.png"))
+            browser.close()
+            server.stop()
+
+
+def test_enroll_identify_forget_in_the_browser(page, data, tmp_path):
+    page.click("#tab-gallery")
+    for name in ("obama", "biden"):
+        photo = sorted((data / "identities" / f"facerecognition-{name}").glob("*.jpg"))[0]
+        page.fill("#enroll-name", name)
+        page.set_input_files("#enroll-files", str(photo))
+        page.click("#enroll-submit")
+        page.wait_for_selector(f"#people li[data-name='{name}']")
+    cards = page.locator("#people li")
+    assert cards.count() == 2
+    assert page.locator("#people li[data-name='obama'] img").count() == 1  # thumbnail fetched with the key
+
+    group = tmp_path / "obama_and_biden.jpg"
+    shutil.copy(data / "groups/face_recognition__obama_and_biden.jpg", group)
+    page.click("#tab-identify")
+    page.set_input_files("#identify-file", str(group))
+    page.wait_for_selector("#identify-results li")
+    names = sorted(page.locator("#identify-results li").evaluate_all("els => els.map(e => e.dataset.identity)"))
+    assert names == ["biden", "obama", "unknown"], names  # the photo's third person was never enrolled
+    assert page.locator("#identify-canvas").evaluate("c => c.width") > 0
+
+    page.click("#tab-gallery")
+    page.wait_for_selector("#people li[data-name='obama']")
+    page.click("#people li[data-name='obama'] button.forget")
+    page.wait_for_selector("#people li[data-name='obama']", state="detached")
+    assert page.locator("#people li").count() == 1
+    assert "forgot obama" in page.inner_text("#status")
+
+    page.click("#tab-identify")
+    page.set_input_files("#identify-file", [])
+    page.set_input_files("#identify-file", str(group))
+    page.wait_for_function("document.querySelectorAll('#identify-results li.unknown').length == 2")
+    names = sorted(page.locator("#identify-results li").evaluate_all("els => els.map(e => e.dataset.identity)"))
+    assert names == ["biden", "unknown", "unknown"], names
