@@ -71,3 +71,72 @@ def test_enroll_identify_forget_in_the_browser(page, data, tmp_path):
     page.wait_for_function("document.querySelectorAll('#identify-results li.unknown').length == 2")
     names = sorted(page.locator("#identify-results li").evaluate_all("els => els.map(e => e.dataset.identity)"))
     assert names == ["biden", "unknown", "unknown"], names
+
+
+def test_clusters_tab_merge_and_name(tmp_path, data, analyzer):
+    from playwright.sync_api import sync_playwright
+
+    from facelens.cluster import Collection
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("obama", "biden"):
+        for src in sorted((data / "identities" / f"facerecognition-{name}").glob("*.jpg"))[:3]:
+            shutil.copy(src, photos / f"{name}-{src.name}")
+    collection = Collection(tmp_path / "collection", analyzer)
+    collection.scan(photos)
+    collection.cluster()
+    collection.close()
+    server = Server(tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.goto(server.url + "/")
+            page.fill("#key-input", server.token)
+            page.click("#key-save")
+            page.click("#tab-clusters")
+            page.wait_for_selector("#cluster-list li")
+            assert page.locator("#cluster-list li").count() == 2
+            assert page.locator("#cluster-list li .faces img").count() >= 5
+            page.check("#cluster-list li:nth-child(1) input.pick")
+            page.check("#cluster-list li:nth-child(2) input.pick")
+            page.click("#merge-selected")
+            page.wait_for_function("document.querySelectorAll('#cluster-list li').length == 1")
+            page.fill("#cluster-list li input[placeholder='name']", "the two")
+            page.click("#cluster-list li button")
+            page.wait_for_selector("#cluster-list li strong:has-text('the two')")
+            page.screenshot(path=str(tmp_path / "clusters.png"))
+            browser.close()
+    finally:
+        server.stop()
+
+
+def test_webcam_capture_reaches_the_api(tmp_path):
+    """Chromium's fake camera (a test pattern, no face): capture sends the frame to the enroll endpoint,
+    and the page shows the API's answer."""
+    from playwright.sync_api import sync_playwright
+
+    server = Server(tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+                "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            page.fill("#key-input", server.token)
+            page.click("#key-save")
+            page.click("#tab-gallery")
+            page.fill("#enroll-name", "camera person")
+            page.click("#webcam-start")
+            page.wait_for_function("document.querySelector('#webcam-video').videoWidth > 0")
+            page.click("#webcam-capture")
+            page.wait_for_selector("#status.error")
+            assert "no face" in page.inner_text("#status")
+            # the person was created, with no face: nothing half-enrolled
+            page.wait_for_selector("#people li[data-name='camera person']")
+            assert "0 face(s)" in page.inner_text("#people li[data-name='camera person']")
+            browser.close()
+    finally:
+        server.stop()

@@ -154,6 +154,7 @@ class Service:
         self.analyzer = FaceAnalyzer(threads=1, flip=config.flip)
         self.pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="facelens-worker")
         self.write_lock = threading.Lock()
+        self._open_lock = threading.Lock()
         self.metrics = Metrics()
         self.jobs = JobRunner(self)
         self._gallery: Any = None
@@ -164,28 +165,31 @@ class Service:
     # -- resources ------------------------------------------------------------------------------
     @property
     def gallery(self) -> Any:
-        if self._gallery is None:
-            from facelens.gallery import Gallery
+        with self._open_lock:  # two first requests at once must not open two galleries
+            if self._gallery is None:
+                from facelens.gallery import Gallery
 
-            self._gallery = Gallery(self.config.gallery, self.analyzer)
-        return self._gallery
+                self._gallery = Gallery(self.config.gallery, self.analyzer)
+            return self._gallery
 
     @property
     def collection(self) -> Any:
-        if self._collection is None:
-            from facelens.cluster import Collection
+        with self._open_lock:
+            if self._collection is None:
+                from facelens.cluster import Collection
 
-            self._collection = Collection(self.config.collection, self.analyzer)
-        return self._collection
+                self._collection = Collection(self.config.collection, self.analyzer)
+            return self._collection
 
     def attribute_analyzer(self, names: tuple[str, ...]) -> Any:
         from facelens.pipeline import FaceAnalyzer
 
-        if names not in self._attribute_analyzers:
-            fa = FaceAnalyzer(threads=1, attributes=names)
-            fa.check_models(embed=False)
-            self._attribute_analyzers[names] = fa
-        return self._attribute_analyzers[names]
+        with self._open_lock:
+            if names not in self._attribute_analyzers:
+                fa = FaceAnalyzer(threads=1, attributes=names)
+                fa.check_models(embed=False)
+                self._attribute_analyzers[names] = fa
+            return self._attribute_analyzers[names]
 
     def warm_up(self) -> None:
         """Load every default model now, so the first request is not the slow one."""

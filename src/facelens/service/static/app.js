@@ -181,16 +181,18 @@ async function personId(name) {
 async function enroll(name, blobs) {
   const id = await personId(name);
   let added = 0;
+  const failures = [];
   for (const blob of blobs) {
     try {
       const result = await api(`/v1/gallery/people/${id}/faces`, { method: "POST", body: imageForm(blob) });
       added += result.face_ids.length;
     } catch (err) {
-      status(`${blob.name || "photo"}: ${err.message}`, true);
+      failures.push(`${blob.name || "photo"}: ${err.message}`);
     }
   }
   await loadPeople();
-  if (added) status(`enrolled ${added} face(s) for ${name}`);
+  if (failures.length) status(`${added} face(s) enrolled for ${name}; refused: ${failures.join("; ")}`, true);
+  else status(`enrolled ${added} face(s) for ${name}`);
   return added;
 }
 
