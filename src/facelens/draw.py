@@ -35,8 +35,9 @@ def draw_faces(
             scale = 0.4 * thickness + 0.1
             (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
             top = max(0, y1 - th - base - 2)
-            cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + base + 2), colour, -1)
-            cv2.putText(canvas, text, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+            left = max(0, min(x1, canvas.shape[1] - tw - 3))  # keep the label inside the picture
+            cv2.rectangle(canvas, (left, top), (left + tw + 2, top + th + base + 2), colour, -1)
+            cv2.putText(canvas, text, (left + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
                         (255, 255, 255), thickness, cv2.LINE_AA)
     return canvas
 
