@@ -188,7 +188,9 @@ def test_cluster_job_and_corrections(env):
 
 
 def test_metrics_and_page(env):
-    client, keys, _ = env
+    client, keys, root = env
+    used = {k.name: k.last_used for k in KeyStore(root / "keys.sqlite").list()}
+    assert used["test-read"] is not None and used["old"] is None  # a revoked key never counts as used
     text = client.get("/metrics", headers=keys["read"]).text
     assert 'facelens_http_requests_total{method="POST",path="/v1/detect",status="200"}' in text
     assert "facelens_http_request_seconds_bucket" in text and "facelens_enrolled_faces_total" in text

@@ -984,10 +984,10 @@ def keys_list(keys: KeysOpt = None, json_out: JsonOpt = False) -> None:
     if json_out:
         _print_json([k.to_dict() for k in items])
         return
-    table = Table("id", "name", "scope", "created", "revoked")
+    table = Table("id", "name", "scope", "created", "last used", "revoked")
     when = lambda t: dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else ""  # noqa: E731
     for k in items:
-        table.add_row(k.id, _escape(k.name), k.scope, when(k.created), when(k.revoked))
+        table.add_row(k.id, _escape(k.name), k.scope, when(k.created), when(k.last_used), when(k.revoked))
     out.print(table)
 
 

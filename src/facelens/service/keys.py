@@ -19,6 +19,7 @@ from facelens.errors import FacelensError
 from facelens.sqlite import SQLiteDatabase
 
 SCOPES = ("read", "enroll", "admin")
+LAST_USED_EVERY = 60.0  # seconds: how stale a key's last-used time may get
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (
@@ -93,6 +94,13 @@ class KeyStore(SQLiteDatabase):
             (parts[1],)).fetchone()
         if row is None or not hmac.compare_digest(row[6], _digest(parts[2])) or row[4] is not None:
             return None
+        now = time.time()
+        if row[5] is None or now - row[5] > LAST_USED_EVERY:  # a write per request would be the service's cost
+            try:
+                with self.transaction() as conn:
+                    conn.execute("UPDATE keys SET last_used=? WHERE id=?", (now, row[0]))
+            except ApiKeyError:  # busy: the timestamp can wait for the next request
+                pass
         return ApiKey(*row[:6])
 
 
