@@ -256,3 +256,19 @@ def test_python_api_analyze(data):
     assert faces[0].embedding is None and faces[0].attributes["expression"]["label"] == "happy"
     with pytest.raises(facelens.FacelensError, match="unknown face attribute"):
         facelens.analyze(str(data / "expressions/happy_happy.jpg"), attributes=["aura"])
+
+
+def test_quality_reuses_the_pipelines_embedding_pass(data, analyzer):
+    """Quality read from the recognizer's own output (no second network pass) equals quality computed
+    on its own."""
+    from facelens.analysis.quality import FaceQuality
+
+    image = load_image(str(data / "groups/insightface__t1.jpg"))
+    faces = analyzer.analyze(image)
+    assert all(f.raw_embedding is not None for f in faces)
+    assert "raw_embedding" not in json.dumps(faces[0].to_dict())  # memory only, never serialised
+    FaceQuality().annotate(image, faces)
+    alone = [Face(bbox=f.bbox, det_score=f.det_score, landmarks=f.landmarks) for f in faces]
+    FaceQuality().annotate(image, alone)
+    for a, b in zip(faces, alone, strict=True):
+        assert a.attributes["quality"]["score"] == pytest.approx(b.attributes["quality"]["score"], abs=2e-3)

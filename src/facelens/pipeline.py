@@ -152,7 +152,14 @@ class FaceAnalyzer:
         if not faces:
             return faces
         pixels = load_image(image)
-        vectors = self.recognizer_model.embed_faces(pixels, faces)
+        recognizer = self.recognizer_model
+        raw_of = getattr(recognizer, "embed_faces_raw", None)
+        if raw_of is not None:
+            vectors, raw = raw_of(pixels, faces)
+            for face, r in zip(faces, raw, strict=True):
+                face.raw_embedding = r
+        else:
+            vectors = recognizer.embed_faces(pixels, faces)
         for face, vector in zip(faces, vectors, strict=True):
             face.embedding = vector
             face.recognizer = self.recognizer

@@ -32,6 +32,9 @@ class Face:
     embedding: np.ndarray | None = None
     recognizer: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    # the recognizer's un-normalised output, kept in memory (never serialised) so face quality can
+    # read it without a second pass through the network
+    raw_embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.bbox = np.asarray(self.bbox, dtype=np.float32).reshape(4)

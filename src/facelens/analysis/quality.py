@@ -160,7 +160,13 @@ class FaceQuality(FaceAttribute):
         if not usable:
             return out
         crops = np.stack([norm_crop(image, faces[i].landmarks) for i in usable])
-        plain = raw_embeddings(crops, self.model)
+        # the pipeline's own pass gave the same crop's output already when it embedded with this model
+        rows = [faces[i].raw_embedding if faces[i].recognizer == self.model else None for i in usable]
+        todo = [j for j, row in enumerate(rows) if row is None]
+        if todo:
+            for j, row in zip(todo, raw_embeddings(crops[todo], self.model), strict=True):
+                rows[j] = row
+        plain = np.stack(rows).astype(np.float32)
         centre, destroyed, clear = quality_reference(self.model)
         recog = recognizability(plain, unrecognisable_reference(self.model), centre)
         recog = anchored_scale(recog, destroyed, clear)

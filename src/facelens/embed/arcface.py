@@ -37,13 +37,8 @@ class ArcFace(Recognizer):
             crops.append(norm_crop(image, face.landmarks))
         return np.stack(crops) if crops else np.zeros((0, 112, 112, 3), np.uint8)
 
-    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Embeddings of aligned 112x112 BGR crops, (N, 512), L2-normalised."""
-        crops = np.asarray(crops)
-        if crops.ndim == 3:
-            crops = crops[None]
-        if len(crops) == 0:
-            return np.zeros((0, self.dim), np.float32)
+    def _infer(self, crops: np.ndarray, mirrored: bool = False) -> np.ndarray:
+        """Un-normalised outputs for (N, 112, 112, 3) BGR crops (or their mirror images), batched."""
         session = onnx_session(self.model, self.threads)
         input_name = session.get_inputs()[0].name
         out = []
@@ -51,14 +46,32 @@ class ArcFace(Recognizer):
             chunk = crops[start : start + self.batch_size]
             # BGR -> RGB, (x - 127.5) / 127.5, NHWC -> NCHW: the training normalisation
             blob = (chunk[..., ::-1].astype(np.float32) - 127.5) * (1.0 / 127.5)
-            blob = np.ascontiguousarray(blob.transpose(0, 3, 1, 2))
-            if self.flip:
-                both = session.run(None, {input_name: np.concatenate([blob, blob[..., ::-1]])})[0]
-                emb = l2_normalize(both[: len(chunk)]) + l2_normalize(both[len(chunk) :])
-            else:
-                emb = session.run(None, {input_name: blob})[0]
-            out.append(emb)
-        return l2_normalize(np.concatenate(out))
+            blob = blob.transpose(0, 3, 1, 2)
+            if mirrored:
+                blob = blob[..., ::-1]
+            out.append(session.run(None, {input_name: np.ascontiguousarray(blob)})[0])
+        return np.concatenate(out)
+
+    def embed_crops_raw(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(L2-normalised embeddings, un-normalised outputs of the plain crops): face quality reads the
+        second (its length and direction), so a pipeline that embeds anyway pays nothing more for it."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        if len(crops) == 0:
+            empty = np.zeros((0, self.dim), np.float32)
+            return empty, empty
+        raw = self._infer(crops)
+        if self.flip:
+            return l2_normalize(l2_normalize(raw) + l2_normalize(self._infer(crops, mirrored=True))), raw
+        return l2_normalize(raw), raw
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Embeddings of aligned 112x112 BGR crops, (N, 512), L2-normalised."""
+        return self.embed_crops_raw(crops)[0]
+
+    def embed_faces_raw(self, image: np.ndarray, faces: list[Face]) -> tuple[np.ndarray, np.ndarray]:
+        return self.embed_crops_raw(self.align(image, faces))
 
     def embed_faces(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         return self.embed_crops(self.align(image, faces))

@@ -229,8 +229,8 @@ class Gallery:
             if len(faces) > 1 and not largest:
                 raise GalleryError(f"{label}: {len(faces)} faces found; enroll needs one (or pass --largest)")
             face = max(faces, key=lambda f: f.area)
-            quality = self._check_quality(label, decoded.pixels, face)
             analyzer.embed(decoded.pixels, [face])
+            quality = self._check_quality(label, decoded.pixels, face)
             digest = sha256_file(image) if isinstance(image, str | os.PathLike) else None
             thumb = face_thumbnail(decoded.pixels, face)
             face.rescale(decoded.scale)
