@@ -121,9 +121,10 @@ $("#identify-file").addEventListener("change", (e) => {
 async function loadPeople() {
   try {
     const { people } = await api("/v1/gallery/people");
-    const list = $("#people");
-    list.replaceChildren();
-    for (const person of people) list.append(await personCard(person));
+    // all cards first, then one swap: the list never shows a half-built state
+    const cards = [];
+    for (const person of people) cards.push(await personCard(person));
+    $("#people").replaceChildren(...cards);
     status(`${people.length} people in the gallery`);
   } catch (err) {
     status(`could not load the gallery: ${err.message}`, true);
@@ -252,8 +253,7 @@ async function loadClusters() {
     $("#cluster-summary").textContent = summary
       ? `${summary.images} photo(s), ${summary.faces} face(s): ${summary.clusters} people, ${summary.unassigned} unassigned, ${summary.set_aside} set aside`
       : "no clustered collection yet (run `facelens cluster DIR --out …` or POST /v1/cluster)";
-    const list = $("#cluster-list");
-    list.replaceChildren();
+    const items = [];
     for (const cluster of clusters) {
       const item = document.createElement("li");
       item.dataset.cluster = cluster.id;
@@ -286,8 +286,9 @@ async function loadClusters() {
         if (name.value.trim()) clusterEdit("/v1/clusters/name", { cluster: cluster.id, name: name.value.trim(), enroll: enrollBox.checked });
       });
       item.append(tick, title, faces, name, save, enrollLabel);
-      list.append(item);
+      items.push(item);
     }
+    $("#cluster-list").replaceChildren(...items);
   } catch (err) {
     status(`could not load clusters: ${err.message}`, true);
   }
