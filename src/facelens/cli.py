@@ -92,6 +92,21 @@ def _draw_target(draw: Path, source: str, many: bool) -> Path:
     return draw / (Path(source).stem + ".jpg")
 
 
+def _write_drawings(draw: Path, results: list[ImageResult], json_out: bool,
+                    render: Callable[[np.ndarray, ImageResult], np.ndarray]) -> None:
+    """`--draw`: one annotated copy per readable image (a file for one image, a folder for several)."""
+    from facelens.draw import save_image
+    from facelens.io import load_image
+
+    many = len(results) > 1
+    for r in results:
+        if r.ok:
+            target = _draw_target(draw, r.source, many)
+            save_image(target, render(load_image(r.source), r))
+            if not json_out:
+                out.print(f"wrote {_escape(str(target))}")
+
+
 # -- commands ----------------------------------------------------------------------------------
 @app.command()
 def detect(
@@ -105,8 +120,7 @@ def detect(
     threads: ThreadsOpt = 0,
 ) -> None:
     """Find every face: box, five landmarks, score."""
-    from facelens.draw import draw_faces, save_image
-    from facelens.io import load_image
+    from facelens.draw import draw_faces
 
     analyzer = FaceAnalyzer(detector=detector, threads=threads, det_threshold=threshold, min_face=min_face,
                             det_size=det_size)
@@ -123,13 +137,7 @@ def detect(
                 table.add_row(_escape(r.source), str(len(r.faces)), f"{r.width}x{r.height}", boxes)
         out.print(table)
     if draw is not None:
-        many = len(results) > 1
-        for r in results:
-            if r.ok:
-                target = _draw_target(draw, r.source, many)
-                save_image(target, draw_faces(load_image(r.source), r.faces))
-                if not json_out:
-                    out.print(f"wrote {_escape(str(target))}")
+        _write_drawings(draw, results, json_out, lambda pixels, r: draw_faces(pixels, r.faces))
     raise typer.Exit(EXIT_ERROR if report_errors(results) else EXIT_OK)
 
 
@@ -169,8 +177,7 @@ def analyze(
 ) -> None:
     """Everything about every face: landmarks, head pose, quality, expression, age and gender."""
     from facelens.analysis import resolve
-    from facelens.draw import draw_analysis, save_image
-    from facelens.io import load_image
+    from facelens.draw import draw_analysis
 
     names = resolve([n.strip() for n in attributes.split(",") if n.strip()])
     analyzer = FaceAnalyzer(detector=detector, threads=threads, attributes=names)
@@ -193,14 +200,8 @@ def analyze(
                 )
         out.print(table)
     if draw is not None:
-        many = len(results) > 1
-        for r in results:
-            if r.ok:
-                target = _draw_target(draw, r.source, many)
-                save_image(target, draw_analysis(load_image(r.source), r.faces,
-                                                 [_analysis_label(f) for f in r.faces]))
-                if not json_out:
-                    out.print(f"wrote {_escape(str(target))}")
+        _write_drawings(draw, results, json_out,
+                        lambda pixels, r: draw_analysis(pixels, r.faces, [_analysis_label(f) for f in r.faces]))
     raise typer.Exit(EXIT_ERROR if report_errors(results) else EXIT_OK)
 
 

@@ -29,10 +29,7 @@ def create_attribute(name: str) -> FaceAttribute:
     """An attribute model by name (see `ATTRIBUTES`)."""
     import importlib
 
-    try:
-        module, cls = ATTRIBUTES[name]
-    except KeyError:
-        raise ConfigError(f"unknown face attribute {name!r}; choose from {', '.join(ATTRIBUTES)}") from None
+    module, cls = ATTRIBUTES[resolve([name])[0]]
     return getattr(importlib.import_module(module), cls)()
 
 

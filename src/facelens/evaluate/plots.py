@@ -47,6 +47,15 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return out
 
 
+def _finish(fig: Figure, ax: Axes, path: str | Path, title: str, legend_loc: str | None) -> Path:
+    """Title, light grid, legend (when there are curves) and the PNG: how every curve plot ends."""
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if legend_loc:
+        ax.legend(loc=legend_loc, fontsize="small")
+    return _save(fig, path)
+
+
 def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Subset of a curve whose x and y are both non-decreasing, dense where log or probit axes look.
 
@@ -95,11 +104,7 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
     ax.set_ylim(0.0, 1.01)
     ax.set_xlabel("False accept rate (FAR)")
     ax.set_ylabel("True accept rate (TAR)")
-    ax.set_title(title)
-    ax.grid(True, which="major", alpha=0.3)
-    if curves:
-        ax.legend(loc="lower right", fontsize="small")
-    return _save(fig, path)
+    return _finish(fig, ax, path, title, "lower right" if curves else None)
 
 
 def _probit(p: np.ndarray) -> np.ndarray:
@@ -132,11 +137,7 @@ def plot_det(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
         setter_labels(labels)
     ax.set_xlabel("False accept rate (FAR), normal-deviate scale")
     ax.set_ylabel("False non-match rate (FNMR), normal-deviate scale")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    if curves:
-        ax.legend(loc="upper right", fontsize="small")
-    return _save(fig, path)
+    return _finish(fig, ax, path, title, "upper right" if curves else None)
 
 
 def plot_score_histograms(
@@ -189,11 +190,7 @@ def plot_cmc(curves: dict[str, np.ndarray], path: str | Path, title: str = "CMC"
     ax.set_ylim(0.0, 1.01)
     ax.set_xlabel("Rank")
     ax.set_ylabel("Identification rate")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    if curves:
-        ax.legend(loc="lower right", fontsize="small")
-    return _save(fig, path)
+    return _finish(fig, ax, path, title, "lower right" if curves else None)
 
 
 def plot_edc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
@@ -207,8 +204,4 @@ def plot_edc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
     ax.set_ylabel("FNMR at the fixed threshold")
     ax.set_xlim(0.0, max((float(f[-1]) for f, _ in curves.values()), default=1.0))
     ax.set_ylim(bottom=0.0)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    if curves:
-        ax.legend(loc="upper right", fontsize="small")
-    return _save(fig, path)
+    return _finish(fig, ax, path, title, "upper right" if curves else None)

@@ -12,7 +12,6 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from facelens.errors import FacelensError
@@ -54,9 +53,6 @@ class KeyStore(SQLiteDatabase):
     kind = "API key"
     error = ApiKeyError
     schema = _SCHEMA
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
 
     def create(self, name: str, scope: str) -> tuple[ApiKey, str]:
         """A new key; the full token is returned once and never stored."""
