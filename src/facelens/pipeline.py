@@ -7,6 +7,7 @@ at once. onnxruntime releases the GIL, so plain threads use every core.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -175,6 +176,10 @@ class FaceAnalyzer:
             faces, decoded = self._faces(source, embed)
         except FacelensError as exc:
             return ImageResult(source=label, error=str(exc))
+        except Exception as exc:  # one odd image must not end a batch of thousands
+            logging.getLogger("facelens").exception("unexpected error on %s", label)
+            return ImageResult(source=label, error=f"{label}: internal error ({type(exc).__name__}: {exc}); "
+                               "the rest of the batch goes on (please report this)")
         return ImageResult(source=label, faces=faces, width=decoded.width, height=decoded.height)
 
     # -- many images -------------------------------------------------------------------------

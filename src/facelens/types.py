@@ -138,12 +138,17 @@ class Verification:
     far: float
     same: bool
     recognizer: str
+    # face quality of each side where it was measured (images; None for faces/embeddings given as such)
+    quality: tuple[float | None, float | None] = (None, None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "same": self.same,
             "similarity": round(self.similarity, 5),
             "threshold": round(self.threshold, 5),
             "far": self.far,
             "recognizer": self.recognizer,
         }
+        if self.quality != (None, None):
+            out["quality"] = [None if q is None else round(q, 4) for q in self.quality]
+        return out

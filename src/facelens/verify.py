@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
-from facelens.errors import ConfigError, NoFaceError
+from facelens.errors import ConfigError, NoFaceError, QualityError
+from facelens.io import decode_image
 from facelens.models.registry import threshold_for
 from facelens.pipeline import FaceAnalyzer, largest_face, source_label
 from facelens.types import Face, Verification
@@ -20,34 +22,74 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
 
 
-def _embedding_of(item: Any, analyzer: FaceAnalyzer) -> np.ndarray:
-    """An embedding from a Face, a vector, or an image (its largest face)."""
+def _check_far(far: Any) -> float:
+    try:
+        value = float(far)
+    except (TypeError, ValueError):
+        raise ConfigError(f"far must be a number such as 1e-3, got {far!r}") from None
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"far must be between 0 and 1 (e.g. 1e-3), got {far!r}")
+    return value
+
+
+def _embedding_of(item: Any, analyzer: FaceAnalyzer, min_quality: float = 0.0) -> tuple[np.ndarray, float | None]:
+    """An embedding from a Face, a vector, or an image (its largest face), and the face's quality when it
+    was measured here (images only). Below `min_quality` the comparison would be a guess: QualityError."""
     if isinstance(item, Face):
         if item.embedding is None:
             raise ConfigError("face has no embedding; run the analyzer on its image first")
         if item.recognizer and item.recognizer != analyzer.recognizer:
             raise ConfigError(f"face was embedded by {item.recognizer}, not {analyzer.recognizer}")
-        return item.embedding
+        return item.embedding, None
     if isinstance(item, np.ndarray) and item.ndim == 1:
-        return item
-    face = largest_face(analyzer.analyze(item))
+        if not np.isfinite(item).all() or not np.any(item):
+            raise ConfigError("embedding must be finite and non-zero")
+        return item, None
+    label = source_label(item)
+    decoded = decode_image(item, label=label if not isinstance(item, str | os.PathLike) else None,
+                           max_side=analyzer.decode_size)
+    face = largest_face(analyzer.analyze(decoded.pixels))
     if face is None or face.embedding is None:
-        raise NoFaceError(f"{source_label(item)}: no face found")
-    return face.embedding
+        raise NoFaceError(f"{label}: no face found")
+    if min_quality <= 0:
+        return face.embedding, None
+    from facelens.analysis.quality import FaceQuality, weakest_part
+
+    if "quality" not in face.attributes:
+        FaceQuality().annotate(decoded.pixels, [face])
+    quality = face.attributes["quality"]
+    if "score" not in quality:
+        return face.embedding, None
+    if quality["score"] < min_quality:
+        raise QualityError(f"cannot decide: the face in {label} has quality {quality['score']:.2f}, below the "
+                           f"floor {min_quality:.2f} ({weakest_part(quality)}); a similarity from it would be a guess")
+    return face.embedding, float(quality["score"])
 
 
-def verify(a: Any, b: Any, far: float = 1e-3, analyzer: FaceAnalyzer | None = None) -> Verification:
+def verify(a: Any, b: Any, far: float = 1e-3, analyzer: FaceAnalyzer | None = None,
+           min_quality: float | None = None) -> Verification:
     """Are `a` and `b` the same person? Each may be an image (its largest face is used), a `Face` or
-    an embedding. The threshold is the one calibrated for the recognizer at false-match rate `far`."""
+    an embedding. The threshold is the one calibrated for the recognizer at false-match rate `far`.
+
+    A face from an image whose quality is below `min_quality` (None: the shipped floor, 0: off) raises
+    `QualityError` ("cannot decide") instead of answering "different people": a blurred photo of the
+    right person would otherwise be rejected with the same confidence as an impostor.
+    """
+    from facelens.analysis.quality import QUALITY_FLOOR
+
+    far = _check_far(far)
+    floor = QUALITY_FLOOR if min_quality is None else float(min_quality)
     analyzer = analyzer or FaceAnalyzer()
     threshold = threshold_for(analyzer.recognizer, far, analyzer.flip)
-    similarity = cosine_similarity(_embedding_of(a, analyzer), _embedding_of(b, analyzer))
+    (emb_a, q_a), (emb_b, q_b) = _embedding_of(a, analyzer, floor), _embedding_of(b, analyzer, floor)
+    similarity = cosine_similarity(emb_a, emb_b)
     return Verification(
         similarity=similarity,
         threshold=threshold,
         far=far,
         same=similarity >= threshold,
         recognizer=analyzer.recognizer,
+        quality=(q_a, q_b),
     )
 
 
@@ -56,9 +98,10 @@ def find(
 ) -> list[tuple[Any, list[Verification]]]:
     """Look for the person of `query` (an image's largest face, a Face or an embedding) among every face
     of `images`: for each image, its `ImageResult` and one `Verification` per face, in face order."""
+    far = _check_far(far)
     analyzer = analyzer or FaceAnalyzer()
     threshold = threshold_for(analyzer.recognizer, far, analyzer.flip)
-    reference = _embedding_of(query, analyzer)
+    reference = _embedding_of(query, analyzer)[0]
     out = []
     for result in analyzer.analyze_batch(images):
         checks = []

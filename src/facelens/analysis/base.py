@@ -6,11 +6,13 @@ can run any set of them in order and a new one needs no change anywhere else.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
 
+from facelens.errors import FacelensError
 from facelens.models.store import model_path
 from facelens.types import Face
 
@@ -56,9 +58,28 @@ class FaceAttribute(ABC):
                     f"face is {face_side(face):.0f} px, {self.name} needs at least {self.min_face:.0f} px")
             else:
                 usable.append(face)
-        if usable:
-            for face, value in zip(usable, self.measure(image, usable), strict=True):
-                face.attributes[self.name] = value
+        if not usable:
+            return
+        try:
+            values = self.measure(image, usable)
+        except FacelensError:
+            raise  # a missing model or a bad option: the user must fix it, not one face
+        except Exception:
+            values = [self._measure_one(image, face) for face in usable]
+        for face, value in zip(usable, values, strict=True):
+            face.attributes[self.name] = value
+
+    def _measure_one(self, image: np.ndarray, face: Face) -> Any:
+        """One face alone: a model failing on one odd face marks that face's attribute unknown, with the
+        reason, instead of losing every other face and image of the batch."""
+        try:
+            return self.measure(image, [face])[0]
+        except FacelensError:
+            raise
+        except Exception as exc:
+            logging.getLogger("facelens").warning("%s failed on a face at %s: %s", self.name,
+                                                  [round(float(v)) for v in face.bbox], exc)
+            return unknown(f"{self.name} failed on this face ({type(exc).__name__}: {str(exc).strip()[:200]})")
 
     @abstractmethod
     def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:

@@ -68,9 +68,20 @@ def solve_pose(points_2d: dict[str, np.ndarray], width: int, height: int) -> dic
     model = np.array([MEAN_FACE_MM[n] for n in names], np.float64)
     image = np.array([points_2d[n] for n in names], np.float64)
     cam = camera_matrix(width, height)
-    # SQPnP finds the global optimum for any number of points >= 3: no initial guess, no flipped solutions
-    ok, rvec, tvec = cv2.solvePnP(model, image, cam, None, flags=cv2.SOLVEPNP_SQPNP)
-    if not ok:
+    if not np.isfinite(image).all():
+        return unknown("landmarks are not finite")
+    if {"left_eye", "right_eye"} <= set(names) and np.linalg.norm(
+            image[names.index("right_eye")] - image[names.index("left_eye")]) < 2.0:
+        return unknown("eyes less than 2 px apart: too small to solve a pose")
+    try:
+        # SQPnP finds the global optimum for any number of points >= 3: no initial guess, no flipped solutions
+        ok, rvec, tvec = cv2.solvePnP(model, image, cam, None, flags=cv2.SOLVEPNP_SQPNP)
+    except cv2.error:
+        # SQPnP refuses points whose spread in normalised camera coordinates is tiny: a face of a few
+        # dozen pixels in a large photo. Such a face is far away, nearly weak-perspective, so Levenberg-
+        # Marquardt started from a frontal pose at the distance its eye spacing implies converges safely.
+        ok, rvec, tvec = _solve_from_frontal_guess(model, image, cam, names)
+    if not ok or not (np.isfinite(rvec).all() and np.isfinite(tvec).all()):
         return unknown("solvePnP found no pose")
     rotation, _ = cv2.Rodrigues(rvec)
     yaw, pitch, roll = euler_from_rotation(rotation)
@@ -81,6 +92,25 @@ def solve_pose(points_2d: dict[str, np.ndarray], width: int, height: int) -> dic
             # reprojection error as a fraction of the eye distance: large = the mean face fits badly
             "fit_error": round(float(residual / max(eyes, 1e-6)), 4),
             "rvec": np.round(rvec.ravel(), 5).tolist(), "tvec": np.round(tvec.ravel(), 3).tolist()}
+
+
+def _solve_from_frontal_guess(model: np.ndarray, image: np.ndarray, cam: np.ndarray,
+                              names: list[str]) -> tuple[bool, np.ndarray, np.ndarray]:
+    """Iterative PnP from a frontal pose placed where the face is (fallback for tiny faces)."""
+    focal = cam[0, 0]
+    left, right = image[names.index("left_eye")], image[names.index("right_eye")]
+    eye_px = max(float(np.linalg.norm(right - left)), 1e-3)
+    eye_mm = float(np.linalg.norm(np.subtract(MEAN_FACE_MM["right_eye"], MEAN_FACE_MM["left_eye"])))
+    depth = focal * eye_mm / eye_px
+    centre = image[names.index("nose_tip")] if "nose_tip" in names else image.mean(axis=0)
+    tvec = np.array([(centre[0] - cam[0, 2]) * depth / focal, (centre[1] - cam[1, 2]) * depth / focal, depth])
+    rvec = np.zeros(3)
+    try:
+        ok, rvec, tvec = cv2.solvePnP(model, image, cam, None, rvec.reshape(3, 1), tvec.reshape(3, 1),
+                                      useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+    except cv2.error:
+        return False, rvec, tvec
+    return bool(ok), rvec, tvec
 
 
 class HeadPose(FaceAttribute):

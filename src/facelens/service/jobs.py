@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -11,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from facelens.errors import FacelensError, NotFoundError
+
+log = logging.getLogger("facelens.service")
+MAX_FINISHED = 200
 
 
 class JobNotFound(NotFoundError):
@@ -51,7 +55,8 @@ class JobRunner:
             raise JobNotFound(f"no job {job_id!r}") from None
 
     def start_cluster(self, root: Path, far: float) -> Job:
-        job = Job(id=uuid.uuid4().hex[:12], kind="cluster")
+        # random 128-bit ids: never reused, even across restarts, and not guessable by another client
+        job = Job(id=uuid.uuid4().hex, kind="cluster")
         self.jobs[job.id] = job
         self._pool.submit(self._cluster, job, root, far)
         return job
@@ -77,7 +82,19 @@ class JobRunner:
             job.status = "done"
         except (FacelensError, OSError) as exc:
             job.status, job.error = "failed", str(exc)
-        job.finished = time.time()
+            log.warning("cluster job %s failed: %s", job.id, exc)
+        except Exception as exc:  # a job must end, never stay "running" with its error lost
+            job.status, job.error = "failed", f"internal error ({type(exc).__name__}: {exc})"
+            log.exception("cluster job %s failed", job.id)
+        finally:
+            job.finished = time.time()
+            self._forget_old()
+
+    def _forget_old(self) -> None:
+        """Keep the newest MAX_FINISHED finished jobs: a long-running server must not grow without bound."""
+        finished = [j for j in self.jobs.values() if j.finished is not None]
+        for job in sorted(finished, key=lambda j: j.finished or 0.0)[:-MAX_FINISHED]:
+            self.jobs.pop(job.id, None)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

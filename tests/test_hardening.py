@@ -1,0 +1,161 @@
+"""Regression tests for the failures an adversarial run found (issue 12), with the real models and files.
+
+Each test names the item of the report it guards. Gallery-store items live in test_gallery_hardening.py,
+large-photo detection in test_detect_large.py; the service's in test_service_hardening.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from facelens import FaceAnalyzer
+from facelens.analysis.base import FaceAttribute
+from facelens.analysis.pose import MEAN_FACE_MM, camera_matrix, rotation_from_euler, solve_pose
+from facelens.errors import ConfigError, QualityError
+from facelens.service.jobs import JobRunner
+from facelens.types import Face
+from facelens.verify import verify
+
+from .test_cli import run
+
+OBAMA = "identities/facerecognition-obama"
+
+
+@pytest.fixture(scope="module")
+def tiled(data, tmp_path_factory) -> Path:
+    """The crowd of the report: a group photo tiled 4x4 (3200x2132 px, 128 faces, many of them tiny)."""
+    image = cv2.imread(str(data / "groups/CompreFace__016_8.jpg"))
+    path = tmp_path_factory.mktemp("tiled") / "tiled.jpg"
+    cv2.imwrite(str(path), np.tile(image, (4, 4, 1)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def blurred(data, tmp_path_factory) -> Path:
+    """A portrait blurred until the face is barely recognisable (quality ~0.1, still detected)."""
+    image = cv2.imread(str(data / OBAMA / "01.jpg"))
+    path = tmp_path_factory.mktemp("blur") / "blurred.jpg"
+    cv2.imwrite(str(path), cv2.GaussianBlur(image, (0, 0), 32))
+    return path
+
+
+# -- 1: one face's attribute failure never loses other faces or images ---------------------------------
+def test_pose_of_a_tiny_far_face_is_solved_not_crashed():
+    # SQPnP asserts on points this close together in normalised camera coordinates (an 18 px face in a
+    # 6000x4000 photo); the fallback must still recover the pose
+    model = np.array(list(MEAN_FACE_MM.values()), np.float64)
+    for yaw, pitch, roll in [(0, 0, 0), (30, -10, 5), (-40, 15, -10)]:
+        rvec, _ = cv2.Rodrigues(rotation_from_euler(yaw, pitch, roll))
+        pts, _ = cv2.projectPoints(model, rvec, np.array([300.0, -200.0, 20000.0]), camera_matrix(6000, 4000), None)
+        pts = pts.reshape(-1, 2)
+        assert np.ptp(pts[:, 0]) < 25
+        pose = solve_pose(dict(zip(MEAN_FACE_MM, pts, strict=True)), 6000, 4000)
+        assert np.allclose([pose["yaw"], pose["pitch"], pose["roll"]], (yaw, pitch, roll), atol=0.5), pose
+    degenerate = solve_pose({name: np.array([5.0, 5.0]) for name in MEAN_FACE_MM}, 6000, 4000)
+    assert "unknown" in degenerate
+
+
+def test_analyze_of_a_tiny_crowd_and_a_portrait_loses_nothing(data, tiled):
+    proc = run("analyze", tiled, data / OBAMA / "01.jpg", "--json")
+    assert proc.returncode == 0, proc.stderr
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [Path(r["source"]).name for r in results] == ["tiled.jpg", "01.jpg"]
+    assert all("error" not in r for r in results)
+    crowd, portrait = results
+    assert len(crowd["faces"]) >= 14 and len(portrait["faces"]) == 1
+    for face in crowd["faces"] + portrait["faces"]:
+        pose = face["attributes"]["pose"]
+        assert "yaw" in pose or "unknown" in pose
+    assert "yaw" in portrait["faces"][0]["attributes"]["pose"]
+
+
+class _FailsOnSmallFaces(FaceAttribute):
+    """A real attribute (box width) that raises the way a model does on a face it cannot handle."""
+
+    name = "width_check"
+
+    def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:
+        if any(face.width < 100 for face in faces):
+            raise cv2.error("point_coordinate_variance >= POINT_VARIANCE_THRESHOLD")
+        return [round(face.width) for face in faces]
+
+
+def test_an_attribute_failing_on_one_face_marks_only_that_face_unknown(data, analyzer):
+    image = cv2.imread(str(data / "groups/CompreFace__016_8.jpg"))
+    faces = analyzer.detect(image)
+    big = Face(bbox=np.array([0, 0, 200, 200], np.float32), det_score=0.9, landmarks=None)
+    everyone = [big, *faces]
+    _FailsOnSmallFaces().annotate(image, everyone)
+    assert everyone[0].attributes["width_check"] == 200
+    for face in faces:
+        assert "failed on this face" in face.attributes["width_check"]["unknown"]
+
+
+def test_gallery_import_largest_and_cluster_go_past_the_crowd(data, tiled, tmp_path):
+    people = tmp_path / "people"
+    (people / "crowd").mkdir(parents=True)
+    (people / "crowd" / "tiled.jpg").write_bytes(tiled.read_bytes())
+    (people / "obama").mkdir()
+    (people / "obama" / "01.jpg").write_bytes((data / OBAMA / "01.jpg").read_bytes())
+    proc = run("gallery", "import", people, "--largest", "--gallery", tmp_path / "g", "--json")
+    assert "unexpected" not in proc.stderr, proc.stderr
+    listing = run("gallery", "list", "--gallery", tmp_path / "g", "--json")
+    names = {p["name"] for p in json.loads(listing.stdout)}
+    assert "obama" in names
+    proc = run("cluster", people, "--out", tmp_path / "clusters", "--json")
+    assert proc.returncode == 0, proc.stderr
+
+
+# -- 18: verify says "cannot decide" below the quality floor -------------------------------------------
+def test_verify_refuses_to_decide_on_an_unusable_face(data, blurred, analyzer):
+    good = data / OBAMA / "01.jpg"
+    with pytest.raises(QualityError, match="cannot decide"):
+        verify(str(good), str(blurred), analyzer=analyzer)
+    # with the floor off it answers, and (the point of the floor) wrongly: the same person reads different
+    forced = verify(str(good), str(blurred), analyzer=analyzer, min_quality=0)
+    assert not forced.same
+    same = verify(str(good), str(data / OBAMA / "02.jpg"), analyzer=analyzer)
+    assert same.same and all(q is not None and q > 0.5 for q in same.quality)
+
+
+def test_verify_rejects_a_far_that_is_not_a_rate(data, analyzer):
+    image = str(data / OBAMA / "01.jpg")
+    for bad in ("abc", 0, 1.5, None):
+        with pytest.raises(ConfigError, match="far must"):
+            verify(image, image, far=bad, analyzer=analyzer)
+
+
+# -- 2: a cluster job that fails ends as failed, with the reason ---------------------------------------
+class _BrokenService:
+    """A service whose collection cannot even be opened, failing with an error no one planned for."""
+
+    @property
+    def collection(self) -> Any:
+        raise RuntimeError("disk controller on fire")
+
+
+def test_a_failing_cluster_job_ends_failed_with_its_reason(tmp_path):
+    runner = JobRunner(_BrokenService())
+    job = runner.start_cluster(tmp_path, 1e-4)
+    deadline = time.time() + 10
+    while runner.get(job.id).status in ("queued", "running") and time.time() < deadline:
+        time.sleep(0.05)
+    runner.shutdown()
+    final = runner.get(job.id).to_dict()
+    assert final["status"] == "failed" and "disk controller on fire" in final["error"]
+    assert final["finished"] is not None
+    assert len(job.id) == 32  # 128 random bits: not guessable, never reused
+
+
+def test_analyzer_survives_a_whole_batch_with_the_crowd(data, tiled):
+    fa = FaceAnalyzer(threads=2, attributes=["landmarks", "pose", "quality"])
+    results = fa.analyze_batch([str(tiled), str(data / OBAMA / "01.jpg"), str(data / "corrupt")])
+    assert results[0].error is None and results[1].error is None and len(results[1].faces) == 1
+    assert results[2].error
