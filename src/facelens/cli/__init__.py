@@ -1,0 +1,57 @@
+"""The `facelens` command. Thin: it parses, calls the Python API, prints.
+
+One module per command group (`faces`, `gallery`, `clusters`, `evaluate`, `models`, `serve`); what they
+share — the error and exit-code layer, output helpers, option types — is in `_common`.
+
+Exit codes: 0 success, 1 "different person" (verify) or "not found" (find), 2 errors (a bad option,
+a missing model, or any input that could not be processed — the other inputs are still processed).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from facelens.cli import clusters, evaluate, faces, gallery, models, serve
+from facelens.cli._common import EXIT_OK, close_galleries, exit_code_for, out
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, align, embed and compare faces.")
+
+# Registration order is the order `facelens --help` lists them: keep it.
+for _command in (faces.detect, faces.analyze, faces.embed, faces.verify, faces.find, faces.calibrate,
+                 clusters.cluster, faces.identify, serve.serve):
+    app.command()(_command)
+app.add_typer(models.models_app, name="models")
+app.add_typer(gallery.gallery_app, name="gallery")
+app.add_typer(evaluate.evaluate_app, name="evaluate")
+app.add_typer(clusters.clusters_app, name="clusters")
+app.add_typer(serve.keys_app, name="keys")
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="print the version and exit", is_eager=True)] = False,
+) -> None:
+    if version:
+        from facelens import __version__
+
+        out.print(f"facelens {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every error a user can cause ends as one line and exit code 2, never a traceback."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        # without standalone mode click returns the code of a typer.Exit instead of raising it
+        code = app(args=argv, standalone_mode=False)
+        return code if isinstance(code, int) else EXIT_OK
+    except (Exception, KeyboardInterrupt) as exc:
+        return exit_code_for(exc)
+    finally:
+        close_galleries()
+
+
+__all__ = ["app", "main"]

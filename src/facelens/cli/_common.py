@@ -1,0 +1,126 @@
+"""What every `facelens` command shares: the one error and exit-code layer, output helpers,
+progress bars, the gallery handles `main` closes, and option types used by several command groups.
+
+Exit codes: 0 success, 1 "different person" (verify) or "not found" (find), 2 errors (a bad option,
+a missing model, or any input that could not be processed — the other inputs are still processed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from facelens.errors import FacelensError
+from facelens.io import expand_paths
+from facelens.pipeline import FaceAnalyzer
+from facelens.types import ImageResult
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR = 0, 1, 2
+PROGRESS_MIN_FILES = 6
+
+DetectorOpt = Annotated[str, typer.Option("--detector", help="scrfd-500m, dlib-hog or dlib-cnn")]
+RecognizerOpt = Annotated[str, typer.Option("--recognizer", help="arcface-mbf or dlib-resnet")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", min=0, help="images processed at once (0: all CPUs)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+FlipOpt = Annotated[bool, typer.Option("--flip", help="average each embedding with its mirror image's")]
+FarOpt = Annotated[float, typer.Option("--far", help="target false-match rate: 1e-2, 1e-3 or 1e-4")]
+MinQualityOpt = Annotated[float | None, typer.Option(
+    "--min-quality", min=0.0, max=1.0,
+    help="face quality floor (default: the shipped floor, see README; 0 turns it off)")]
+GalleryOpt = Annotated[Path | None, typer.Option("--gallery", help="gallery folder (default $FACELENS_GALLERY)")]
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    return typer.Exit(EXIT_ERROR)
+
+
+@contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[ImageResult], None]]:
+    """A rich progress bar on stderr for batches worth one; yields the per-result callback."""
+    if total < PROGRESS_MIN_FILES:
+        yield lambda result: None
+        return
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda result: bar.advance(task)
+
+
+def run_batch(analyzer: FaceAnalyzer, inputs: Sequence[str], embed: bool, label: str) -> list[ImageResult]:
+    paths = expand_paths(inputs)
+    with progress_bar(len(paths), label) as advance:
+        return analyzer.analyze_batch(paths, embed=embed, on_result=advance)
+
+
+def report_errors(results: list[ImageResult]) -> int:
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        err.print(f"[red]error:[/red] {r.error}", markup=True, highlight=False)
+    return len(failed)
+
+
+def escape(text: str) -> str:
+    return text.replace("[", r"\[")
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=None) + "\n")
+
+
+# -- galleries --------------------------------------------------------------------------------
+_OPEN_GALLERIES: list[Any] = []
+
+
+def open_gallery(path: Path | None, recognizer: str | None = None, min_quality: float | None = None) -> Any:
+    from facelens.gallery import Gallery
+
+    analyzer = FaceAnalyzer(recognizer=recognizer, threads=1) if recognizer else None
+    gallery = Gallery(path, analyzer, min_quality=min_quality)
+    _OPEN_GALLERIES.append(gallery)  # closed by main(): the search index is saved once, at exit
+    return gallery
+
+
+def close_galleries() -> None:
+    while _OPEN_GALLERIES:
+        gallery = _OPEN_GALLERIES.pop()
+        try:
+            gallery.close()
+        except (FacelensError, OSError) as exc:  # the index is a cache: a read-only gallery still answers
+            logging.getLogger("facelens").debug("search index not saved: %s", exc)
+
+
+# -- errors -> exit codes ---------------------------------------------------------------------
+def exit_code_for(exc: BaseException) -> int:
+    """Report an exception that escaped a command as one line on stderr and give its exit code.
+
+    Every error a user can cause ends as exit code 2, never a traceback; `main` is the only caller.
+    """
+    if isinstance(exc, typer.Exit):
+        return exc.exit_code
+    if isinstance(exc, FacelensError):
+        fail(str(exc))
+        return EXIT_ERROR
+    if isinstance(exc, KeyboardInterrupt):
+        err.print("interrupted")
+        return 130
+    # usage errors from typer's click layer, and anything unexpected
+    if callable(getattr(exc, "show", None)) and hasattr(exc, "exit_code"):
+        exc.show(file=sys.stderr)  # a bad option or argument: click's one-paragraph usage message
+        return EXIT_ERROR
+    if type(exc).__name__ == "Abort":
+        return 130
+    fail(f"unexpected {type(exc).__name__}: {exc} (please report this)")
+    return EXIT_ERROR

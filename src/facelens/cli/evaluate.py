@@ -1,0 +1,224 @@
+"""`facelens evaluate`: accuracy with the protocols papers use (pairs, identify, cluster, quality)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from facelens.cli._common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    DetectorOpt,
+    FlipOpt,
+    JsonOpt,
+    ThreadsOpt,
+    err,
+    escape,
+    fail,
+    out,
+    print_json,
+    progress_bar,
+)
+from facelens.pipeline import FaceAnalyzer
+
+evaluate_app = typer.Typer(no_args_is_help=True, help="Measure accuracy with the protocols papers use.")
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise fail("plots need matplotlib: pip install 'facelens[eval]'") from None
+
+
+def _show_evaluation(protocol: str, results: list[dict[str, Any]], header: list[str], rows: list[list[str]],
+                     report: Path | None, json_out: bool) -> None:
+    if json_out:
+        print_json({"protocol": protocol, "results": results})
+        return
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    if report is not None:
+        out.print(f"wrote {escape(str(report))} and plots in {escape(str(report.parent))}")
+
+
+def _parse_list(text: str, convert: Callable[[str], Any], what: str) -> list[Any]:
+    try:
+        return [convert(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise fail(f"{what} must be a comma-separated list, got {text!r}") from None
+
+
+def _evaluation_setup(recognizers: str, detector: str, flip: bool, threads: int, no_cache: bool,
+                      probe_sizes: str) -> tuple[list[Any], tuple[int, ...]]:
+    from facelens.evaluate.cache import EmbeddingCache
+    from facelens.evaluate.protocols import Embedder
+
+    sizes = tuple(_parse_list(probe_sizes, int, "--probe-size")) if probe_sizes else ()
+    if any(s < 4 or s > 1024 for s in sizes):
+        raise fail("--probe-size values must be face widths between 4 and 1024 px")
+    cache = None if no_cache else EmbeddingCache()
+    embedders = [Embedder(FaceAnalyzer(detector, rec, threads=threads, flip=flip), cache)
+                 for rec in _parse_list(recognizers, str, "--recognizer")]
+    if not embedders:
+        raise fail("--recognizer names at least one recognizer")
+    return embedders, sizes
+
+
+RecognizersOpt = Annotated[str, typer.Option("--recognizer", help="one or several, comma-separated")]
+ProbeSizeOpt = Annotated[str, typer.Option("--probe-size", help="e.g. 16,24,32,48,64,112: down-sampled probes")]
+OutDirOpt = Annotated[Path | None, typer.Option("--out", help="folder for results.json, report.md and plots")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="do not read or write the embedding cache")]
+
+
+@evaluate_app.command("pairs")
+def evaluate_pairs_cmd(
+    pairs: Annotated[Path, typer.Option("--pairs", help="LFW pairs.txt or CSV path1,path2,same[,fold]")],
+    root: Annotated[Path | None, typer.Option("--root", help="image folder (name/name_0001.jpg) for pairs.txt")] = None,
+    recognizer: RecognizersOpt = "arcface-mbf",
+    detector: DetectorOpt = "scrfd-500m",
+    flip: FlipOpt = False,
+    probe_size: ProbeSizeOpt = "",
+    groups: Annotated[Path | None, typer.Option("--groups", help="CSV identity,group: error rates per group")] = None,
+    far: Annotated[float, typer.Option("--far", help="FAR of the global threshold for --groups")] = 1e-3,
+    output: OutDirOpt = None,
+    threads: ThreadsOpt = 0,
+    no_cache: NoCacheOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Verification, LFW style: 10-fold accuracy, AUC, EER, TAR@FAR, best threshold."""
+    from facelens.evaluate.protocols import evaluate_pairs, read_groups, read_pairs
+    from facelens.evaluate.report import PAIRS_HEADER, pairs_rows, write_pairs_outputs
+
+    if output is not None:
+        _require_matplotlib()
+    pair_list = read_pairs(pairs, root)
+    group_map = read_groups(groups) if groups else None
+    embedders, sizes = _evaluation_setup(recognizer, detector, flip, threads, no_cache, probe_size)
+    n_images = len({p for pair in pair_list for p in (pair.a, pair.b)})
+    outcomes = []
+    for embedder in embedders:
+        with progress_bar(n_images, f"embedding ({embedder.analyzer.recognizer})") as advance:
+            outcomes.append(evaluate_pairs(pair_list, embedder, sizes, group_map, far,
+                                           on_done=lambda _path: advance(None)))  # type: ignore[arg-type]
+    results = [o.summary for o in outcomes]
+    report = write_pairs_outputs(output, outcomes, {"pairs_file": str(pairs), "pairs": len(pair_list)}) \
+        if output is not None else None
+    _show_evaluation("pairs", results, PAIRS_HEADER, pairs_rows(results), report, json_out)
+    for message in sorted({m for r in results for m in r["unreadable_images"].values()}):
+        err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
+    for r in results:
+        if r["pairs_skipped"]:
+            err.print(f"{r['recognizer']}: {r['pairs_skipped']} pair(s) skipped (unreadable images)")
+    raise typer.Exit(EXIT_ERROR if any(r["unreadable_images"] for r in results) else EXIT_OK)
+
+
+@evaluate_app.command("cluster")
+def evaluate_cluster_cmd(
+    root: Annotated[Path, typer.Option("--root", help="folder with one sub-folder of images per person")],
+    far: Annotated[float, typer.Option("--far", help="clustering threshold as a false-match rate")] = 1e-4,
+    recognizer: Annotated[str, typer.Option("--recognizer")] = "arcface-mbf",
+    detector: DetectorOpt = "scrfd-500m",
+    threads: ThreadsOpt = 0,
+    no_cache: NoCacheOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Clustering quality: pairwise and BCubed precision/recall/F, NMI, clusters found vs people."""
+    from facelens.cluster.evaluate import evaluate_clustering
+    from facelens.evaluate.protocols import folder_per_person
+
+    n_images = len(folder_per_person(root))
+    (embedder,), _ = _evaluation_setup(recognizer, detector, False, threads, no_cache, "")
+    with progress_bar(n_images, "embedding") as advance:
+        result = evaluate_clustering(root, embedder, far, on_done=lambda _path: advance(None))  # type: ignore
+    if json_out:
+        print_json(result)
+        return
+    table = Table("metric", "value")
+    for key in ("faces", "people", "clusters_found", "unassigned", "pairwise_precision", "pairwise_recall",
+                "pairwise_f", "bcubed_precision", "bcubed_recall", "bcubed_f", "nmi", "threshold"):
+        value = result[key]
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    out.print(table)
+    for error in result["errors"].values():
+        err.print(f"[red]error:[/red] {escape(error)}", markup=True, highlight=False)
+
+
+@evaluate_app.command("quality")
+def evaluate_quality_cmd(
+    root: Annotated[Path, typer.Option("--root", help="folder with one sub-folder of images per person")],
+    far: Annotated[float, typer.Option("--far", help="false-match rate that fixes the comparison threshold")] = 1e-3,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="write report.json and edc.png here")] = None,
+    recognizer: Annotated[str, typer.Option("--recognizer")] = "arcface-mbf",
+    detector: DetectorOpt = "scrfd-500m",
+    threads: ThreadsOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Face quality as the field evaluates it: error-versus-discard curves against simple baselines."""
+    from facelens.evaluate.protocols import folder_per_person
+    from facelens.evaluate.quality import FRACTIONS, evaluate_quality
+
+    n_images = len(folder_per_person(root))
+    analyzer = FaceAnalyzer(detector=detector, recognizer=recognizer, threads=threads, attributes=["quality"])
+    with progress_bar(n_images, "measuring") as advance:
+        result = evaluate_quality(root, analyzer, far, on_done=lambda _path: advance(None))  # type: ignore[arg-type]
+    if out_dir is not None:
+        _require_matplotlib()
+        from facelens.evaluate.plots import plot_edc
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "report.json").write_text(json.dumps(result, indent=1))
+        plot_edc({name: (FRACTIONS, np.array(m["fnmr"])) for name, m in result["methods"].items()},
+                 out_dir / "edc.png", title=f"EDC at FAR {far:g} ({result['genuine_pairs']} genuine pairs)")
+    if json_out:
+        print_json(result)
+    else:
+        table = Table("measure", "FNMR 0%", "5%", "10%", "20%", "30%", "mean FNMR 0-20%")
+        for name, m in sorted(result["methods"].items(), key=lambda kv: kv[1]["pauc_20"]):
+            table.add_row(name, *(f"{v:.4f}" for v in m["fnmr_at"].values()), f"{m['pauc_20']:.4f}")
+        out.print(f"{result['faces']} faces, {result['genuine_pairs']} genuine comparisons, threshold "
+                  f"{result['threshold']:.4f} (FAR {far:g})")
+        out.print(table)
+        if out_dir is not None:
+            out.print(f"wrote {escape(str(out_dir / 'report.json'))} and edc.png")
+    for error in result["errors"].values():
+        err.print(f"[red]error:[/red] {escape(error)}", markup=True, highlight=False)
+
+
+@evaluate_app.command("identify")
+def evaluate_identify_cmd(
+    root: Annotated[Path, typer.Option("--root", help="folder with one sub-folder of images per person")],
+    enroll: Annotated[int, typer.Option("--enroll", min=1, help="images per person in the gallery")] = 1,
+    recognizer: RecognizersOpt = "arcface-mbf",
+    detector: DetectorOpt = "scrfd-500m",
+    flip: FlipOpt = False,
+    probe_size: ProbeSizeOpt = "",
+    output: OutDirOpt = None,
+    threads: ThreadsOpt = 0,
+    no_cache: NoCacheOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Identification: closed-set rank-1/rank-5 (CMC) and open-set DIR at FPIR 1e-2, 1e-1."""
+    from facelens.evaluate.protocols import evaluate_identification, folder_per_person
+    from facelens.evaluate.report import IDENTIFY_HEADER, identify_rows, write_identify_outputs
+
+    if output is not None:
+        _require_matplotlib()
+    n_images = len(folder_per_person(root))
+    embedders, sizes = _evaluation_setup(recognizer, detector, flip, threads, no_cache, probe_size)
+    results = []
+    for embedder in embedders:
+        with progress_bar(n_images, f"embedding ({embedder.analyzer.recognizer})") as advance:
+            results.append(evaluate_identification(root, embedder, enroll, sizes,
+                                                   on_done=lambda _path: advance(None)))  # type: ignore[arg-type]
+    report = write_identify_outputs(output, results, {"root": str(root), "enroll": enroll}) \
+        if output is not None else None
+    _show_evaluation("identify", results, IDENTIFY_HEADER, identify_rows(results), report, json_out)

@@ -1,0 +1,176 @@
+"""`facelens gallery`: enroll, import, list, show, export, rename, merge, remove-face, forget, use-milvus,
+index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from facelens.cli._common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    GalleryOpt,
+    JsonOpt,
+    MinQualityOpt,
+    err,
+    escape,
+    open_gallery,
+    out,
+    print_json,
+    progress_bar,
+)
+from facelens.io import expand_paths
+
+gallery_app = typer.Typer(no_args_is_help=True, help="Enroll, list, rename, merge and forget people.")
+
+
+@gallery_app.command("enroll")
+def gallery_enroll(
+    name: Annotated[str, typer.Argument(help="the person's name")],
+    images: Annotated[list[str], typer.Argument(help="photos of this person, one face each (or folders)")],
+    largest: Annotated[bool, typer.Option("--largest", help="take the largest face of a multi-face photo")] = False,
+    recognizer: Annotated[str | None, typer.Option("--recognizer", help="for a new gallery")] = None,
+    min_quality: MinQualityOpt = None,
+    gallery: GalleryOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Enroll NAME from IMAGES (all or nothing: a photo with no face, several faces, or a face below the
+    quality floor is refused, with the reason)."""
+    store = open_gallery(gallery, recognizer, min_quality)
+    ids = store.enroll(name, [str(p) for p in expand_paths(images)], largest=largest)
+    if json_out:
+        print_json({"person": name, "faces_added": ids})
+    else:
+        out.print(f"enrolled {len(ids)} face(s) for {escape(name)} in {escape(str(store.path))}")
+
+
+@gallery_app.command("import")
+def gallery_import(
+    root: Annotated[Path, typer.Argument(help="folder with one sub-folder of photos per person")],
+    largest: Annotated[bool, typer.Option("--largest", help="take the largest face of a multi-face photo")] = False,
+    recognizer: Annotated[str | None, typer.Option("--recognizer", help="for a new gallery")] = None,
+    min_quality: MinQualityOpt = None,
+    gallery: GalleryOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Enroll a folder per person (bad files reported and skipped; a rerun resumes), or load an export."""
+    from facelens.evaluate.protocols import folder_per_person
+
+    store = open_gallery(gallery, recognizer, min_quality)
+    if root.is_file():
+        added = store.import_export(root)
+        out.print(f"imported {added} face(s) from {escape(str(root))}")
+        return
+    total = len(folder_per_person(root))
+    with progress_bar(total, "importing") as advance:
+        report = store.import_folder(root, largest=largest, on_result=lambda entry: advance(None))  # type: ignore
+    errors = [r for r in report if r["status"] == "error"]
+    for r in errors:
+        err.print(f"[red]error:[/red] {escape(r['error'])}", markup=True, highlight=False)
+    if json_out:
+        print_json(report)
+    else:
+        done = sum(r["status"] == "enrolled" for r in report)
+        skipped = sum(r["status"] == "already enrolled" for r in report)
+        out.print(f"enrolled {done} photo(s), {skipped} already there, {len(errors)} error(s) "
+                  f"into {escape(str(store.path))}")
+    raise typer.Exit(EXIT_ERROR if errors else EXIT_OK)
+
+
+@gallery_app.command("list")
+def gallery_list(gallery: GalleryOpt = None, json_out: JsonOpt = False) -> None:
+    """People in the gallery with their face counts."""
+    people = open_gallery(gallery).people()
+    if json_out:
+        print_json([p.to_dict() for p in people])
+        return
+    table = Table("id", "name", "faces")
+    for p in people:
+        table.add_row(str(p.id), escape(p.name), str(p.faces))
+    out.print(table)
+
+
+@gallery_app.command("show")
+def gallery_show(name: str, gallery: GalleryOpt = None, json_out: JsonOpt = False) -> None:
+    """One person's enrolled faces."""
+    store = open_gallery(gallery)
+    person, faces = store.person(name), store.faces(name)
+    if json_out:
+        print_json({**person.to_dict(), "face_list": faces})
+        return
+    out.print(f"{escape(person.name)} (id {person.id}), {person.faces} face(s), recognizer {store.recognizer}")
+    table = Table("face id", "box", "det score", "source image sha256")
+    for f in faces:
+        table.add_row(str(f["face_id"]), ",".join(f"{v:.0f}" for v in f["bbox"] or []),
+                      f"{f['det_score']:.3f}" if f["det_score"] is not None else "—", (f["image_sha256"] or "—")[:16])
+    out.print(table)
+
+
+@gallery_app.command("export")
+def gallery_export(target: Path, gallery: GalleryOpt = None) -> None:
+    """Write people, faces, embeddings and thumbnails to a JSON-lines file (`gallery import` reads it)."""
+    count = open_gallery(gallery).export(target)
+    out.print(f"exported {count} face(s) to {escape(str(target))}")
+
+
+@gallery_app.command("rename")
+def gallery_rename(old: str, new: str, gallery: GalleryOpt = None) -> None:
+    """Rename a person."""
+    open_gallery(gallery).rename(old, new)
+    out.print(f"renamed {escape(old)} to {escape(new)}")
+
+
+@gallery_app.command("merge")
+def gallery_merge(source: str, target: str, gallery: GalleryOpt = None) -> None:
+    """Move every face of SOURCE to TARGET and remove SOURCE."""
+    moved = open_gallery(gallery).merge(source, target)
+    out.print(f"moved {moved} face(s) from {escape(source)} to {escape(target)}")
+
+
+@gallery_app.command("remove-face")
+def gallery_remove_face(face_id: int, gallery: GalleryOpt = None) -> None:
+    """Remove one enrolled face by id."""
+    open_gallery(gallery).remove_face(face_id)
+    out.print(f"removed face {face_id}")
+
+
+@gallery_app.command("forget")
+def gallery_forget(name: str, gallery: GalleryOpt = None, json_out: JsonOpt = False) -> None:
+    """Erase a person completely (rows, embeddings, thumbnails; storage compacted) and write a receipt."""
+    receipt = open_gallery(gallery).forget(name)
+    if json_out:
+        print_json(receipt)
+    else:
+        out.print(f"forgot {escape(name)}: {receipt['faces_removed']} face(s) erased; "
+                  f"receipt {escape(receipt['receipt'])}")
+
+
+@gallery_app.command("use-milvus")
+def gallery_use_milvus(
+    uri: Annotated[str, typer.Argument(help="http://host:19530 (a server) or a milvus-lite file (milvus.db)")],
+    collection: Annotated[str, typer.Option("--collection", help="Milvus collection name")] = "faces",
+    gallery: GalleryOpt = None,
+) -> None:
+    """Keep this gallery's vectors and search in Milvus from now on (existing faces are copied over)."""
+    store = open_gallery(gallery)
+    store.use_milvus(uri, collection)
+    out.print(f"{escape(str(store.path))} now searches Milvus at {escape(uri)} (collection {escape(collection)}), "
+              f"{store.index.size} face(s)")
+
+
+@gallery_app.command("index")
+def gallery_index(
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="rebuild the search index from the database")] = False,
+    gallery: GalleryOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """State of the search index (kind, faces, files); --rebuild recreates it from SQLite."""
+    store = open_gallery(gallery)
+    info = store.index_info(rebuild=rebuild)
+    if json_out:
+        print_json(info)
+    else:
+        out.print(", ".join(f"{k}: {escape(str(v))}" for k, v in info.items()))

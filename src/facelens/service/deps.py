@@ -1,0 +1,219 @@
+"""What the routers share: the `Service` engine (models, gallery, worker pool, write lock), API-key
+checks as FastAPI dependencies, the JSON error type, image-upload parsing and id/parameter types.
+
+Kept apart from `app.py` so routers can import it without importing the app that includes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import numpy as np
+from fastapi import Depends, Query, Request
+from fastapi import Path as PathParam
+from pydantic import Field
+
+from facelens.service.jobs import JobRunner
+from facelens.service.keys import ApiKey, KeyStore
+from facelens.service.metrics import Metrics
+
+if TYPE_CHECKING:  # app.py imports this module: a runtime import back would be circular
+    from facelens.service.app import ServiceConfig
+
+T = TypeVar("T")
+MB = 1024 * 1024
+# ids are SQLite integers: a larger number is a client's mistake (422), not an overflow inside
+MAX_ID = 2**63 - 1
+BodyId = Annotated[int, Field(ge=0, le=MAX_ID)]
+PersonId = Annotated[int, PathParam(ge=0, le=MAX_ID)]
+FaceId = Annotated[int, PathParam(ge=0, le=MAX_ID)]
+Far = Annotated[float, Query(description="false-match rate of the threshold: 1e-2, 1e-3 or 1e-4", gt=0, lt=1)]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def image_body(*names: str) -> dict[str, Any]:
+    """OpenAPI for an endpoint taking images as multipart files or as base64 strings in JSON."""
+    required = list(names)
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": required, "properties": {
+            n: {"type": "string", "format": "binary"} for n in names}}},
+        "application/json": {"schema": {"type": "object", "required": required, "properties": {
+            n: {"type": "string", "description": "base64 of the image file"} for n in names}}},
+    }}}
+
+
+class Service:
+    """The engine behind the routes: configured once, models loaded once."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        from facelens.pipeline import FaceAnalyzer
+
+        self.config = config
+        self.upload_limit = int(config.max_upload_mb * MB)  # bytes, per image and (x4/3) per body
+        self.keys = KeyStore(config.keys)
+        self.analyzer = FaceAnalyzer(threads=1, flip=config.flip)
+        self.pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="facelens-worker")
+        self.write_lock = threading.Lock()
+        self._open_lock = threading.Lock()
+        self.metrics = Metrics()
+        self.jobs = JobRunner(self)
+        self._gallery: Any = None
+        self._collection: Any = None
+        self._attribute_analyzers: dict[tuple[str, ...], Any] = {}
+        self.ready = False
+
+    # -- resources ------------------------------------------------------------------------------
+    @property
+    def gallery(self) -> Any:
+        with self._open_lock:  # two first requests at once must not open two galleries
+            if self._gallery is None:
+                from facelens.gallery import Gallery
+
+                self._gallery = Gallery(self.config.gallery, self.analyzer)
+            return self._gallery
+
+    @property
+    def collection(self) -> Any:
+        with self._open_lock:
+            if self._collection is None:
+                from facelens.cluster import Collection
+
+                self._collection = Collection(self.config.collection, self.analyzer)
+            return self._collection
+
+    def attribute_analyzer(self, names: tuple[str, ...]) -> Any:
+        from facelens.pipeline import FaceAnalyzer
+
+        with self._open_lock:
+            if names not in self._attribute_analyzers:
+                fa = FaceAnalyzer(threads=1, attributes=names)
+                fa.check_models(embed=False)
+                self._attribute_analyzers[names] = fa
+            return self._attribute_analyzers[names]
+
+    def warm_up(self) -> None:
+        """Load every default model now, so the first request is not the slow one."""
+        self.analyzer.check_models()
+        self.analyzer.analyze(np.full((64, 64, 3), 127, np.uint8))
+        _ = self.gallery.store
+        self.ready = True
+
+    def close(self) -> None:
+        """Finish in-flight work (writes included), then save the index and close the stores."""
+        self.ready = False
+        self.jobs.shutdown()
+        self.pool.shutdown(wait=True)
+        with self.write_lock:
+            if self._gallery is not None:
+                self._gallery.close()
+            if self._collection is not None:
+                self._collection.close()
+            self.keys.close()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def person_name(self, person_id: int) -> str:
+        return str(self.gallery.store.person(int(person_id)).name)
+
+
+# -- dependencies -----------------------------------------------------------------------------------
+async def get_service(request: Request) -> Service:
+    # async: a plain attribute read, not worth a hop to FastAPI's thread pool
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def require(scope: str) -> Callable[..., ApiKey]:
+    """A dependency that admits a request whose API key (X-API-Key or Bearer) allows `scope`."""
+
+    def check(request: Request) -> ApiKey:
+        token = request.headers.get("x-api-key") or ""
+        auth = request.headers.get("authorization", "")
+        if not token and auth.lower().startswith("bearer "):
+            token = auth[7:].strip()
+        if not token:
+            raise ApiError(401, "unauthorized", "an API key is required (X-API-Key header)")
+        service: Service = request.app.state.service
+        key = service.keys.check(token)
+        if key is None:
+            raise ApiError(401, "unauthorized", "unknown or revoked API key")
+        if not key.allows(scope):
+            raise ApiError(403, "forbidden", f"this key's scope is {key.scope!r}; {scope!r} is needed")
+        return key
+
+    return check
+
+
+Read = Annotated[ApiKey, Depends(require("read"))]
+Enroll = Annotated[ApiKey, Depends(require("enroll"))]
+Admin = Annotated[ApiKey, Depends(require("admin"))]
+
+
+async def read_images(request: Request, names: tuple[str, ...], limit: int) -> dict[str, bytes]:
+    """The named images from a multipart form or a JSON body of base64 strings."""
+    content_type = request.headers.get("content-type", "")
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise ApiError(413, "payload_too_large", f"request body over {limit // MB} MB")
+    out: dict[str, bytes] = {}
+    if content_type.startswith("multipart/form-data"):
+        try:
+            form = await request.form(max_files=len(names) + 2, max_fields=16)
+        except Exception as exc:  # malformed multipart: the parser's own errors vary
+            raise ApiError(400, "invalid_request", f"unreadable multipart body ({exc})") from None
+        for name in names:
+            item = form.get(name)
+            if item is None or isinstance(item, str):
+                raise ApiError(422, "invalid_request", f"multipart field {name!r} must be an image file")
+            data = await item.read(limit + 1)
+            if len(data) > limit:
+                raise ApiError(413, "payload_too_large", f"{name} is over {limit // MB} MB")
+            out[name] = data
+    elif content_type.startswith("application/json"):
+        body = await request.body()
+        if len(body) > limit * 4 // 3 + 1024:
+            raise ApiError(413, "payload_too_large", f"request body over {limit // MB} MB")
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "invalid_json", f"body is not valid JSON ({exc})") from None
+        if not isinstance(payload, dict):
+            raise ApiError(422, "invalid_request", "JSON body must be an object")
+        for name in names:
+            value = payload.get(name)
+            if not isinstance(value, str):
+                raise ApiError(422, "invalid_request", f"JSON field {name!r} must be a base64 string")
+            try:
+                out[name] = base64.b64decode(value.split(",", 1)[-1] if value.startswith("data:") else value,
+                                             validate=True)
+            except (binascii.Error, ValueError):
+                raise ApiError(422, "invalid_request", f"JSON field {name!r} is not valid base64") from None
+            if len(out[name]) > limit:
+                raise ApiError(413, "payload_too_large", f"{name} is over {limit // MB} MB")
+    else:
+        raise ApiError(415, "unsupported_media_type",
+                       "send the image as multipart/form-data or as base64 in application/json")
+    for name, data in out.items():
+        if not data:
+            raise ApiError(400, "bad_image", f"{name} is empty")
+    return out
