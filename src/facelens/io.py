@@ -185,18 +185,27 @@ def _from_array(arr: np.ndarray, label: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def expand_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = True) -> list[Path]:
+def expand_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = True,
+                 confine_to: str | os.PathLike[str] | None = None) -> list[Path]:
     """Files as given, folders replaced by the images inside them (sorted).
 
     Missing paths stay in the list so the batch reports them; a folder with no image in it raises,
-    since that is nearly always a typo.
+    since that is nearly always a typo. With `confine_to`, images found inside folders whose real
+    path (symlinks followed) lies outside that folder are left out: a server reading a photos root on
+    a client's behalf must not be led elsewhere by a link.
     """
+    fence = Path(confine_to).resolve() if confine_to is not None else None
+
+    def allowed(p: Path) -> bool:
+        return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and (
+            fence is None or p.resolve().is_relative_to(fence))
+
     out: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
-            found = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.glob(pattern) if allowed(p))
             if not found:
                 raise ImageError(f"{path}: folder holds no image files")
             out.extend(found)

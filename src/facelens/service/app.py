@@ -35,6 +35,7 @@ from facelens.errors import (
 )
 from facelens.service.deps import MB, ApiError, Service, error_body
 from facelens.service.keys import SCOPES
+from facelens.service.middleware import BodySizeLimit, SecurityHeaders
 from facelens.service.routers import clusters, gallery, ops, recognition
 
 __all__ = ["ApiError", "Service", "ServiceConfig", "create_app", "error_body"]
@@ -110,7 +111,8 @@ def create_app(config: ServiceConfig, warm: bool = True) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden",
+                 413: "payload_too_large"}
         return JSONResponse(error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
@@ -131,6 +133,11 @@ def create_app(config: ServiceConfig, warm: bool = True) -> FastAPI:
         path = getattr(route, "path", "unmatched")
         service.metrics.observe(request.method, path, response.status_code, time.perf_counter() - started)
         return response
+
+    # outermost first: every response (errors included) gets the security headers; the body limit (image
+    # limit x 4/3 for base64 in JSON, plus room for the form's own fields) is counted on the stream itself
+    app.add_middleware(BodySizeLimit, max_bytes=limit * 4 // 3 + 64 * 1024)
+    app.add_middleware(SecurityHeaders)
 
     # -- routes: this order is the OpenAPI order (and the page, outside the schema, comes last) ------
     app.include_router(ops.router)

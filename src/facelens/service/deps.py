@@ -9,8 +9,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
 import json
+import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -29,6 +33,7 @@ if TYPE_CHECKING:  # app.py imports this module: a runtime import back would be 
 
 T = TypeVar("T")
 MB = 1024 * 1024
+MAX_ANALYZERS = 8  # attribute sets kept ready at once (there are 31 possible sets of the five attributes)
 # ids are SQLite integers: a larger number is a client's mistake (422), not an overflow inside
 MAX_ID = 2**63 - 1
 BodyId = Annotated[int, Field(ge=0, le=MAX_ID)]
@@ -75,7 +80,9 @@ class Service:
         self.jobs = JobRunner(self)
         self._gallery: Any = None
         self._collection: Any = None
-        self._attribute_analyzers: dict[tuple[str, ...], Any] = {}
+        self._attribute_analyzers: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+        self._attribute_parts: dict[str, Any] = {}
+        self._thumbnail_secret = secrets.token_bytes(32)
         self.ready = False
 
     # -- resources ------------------------------------------------------------------------------
@@ -97,21 +104,49 @@ class Service:
                 self._collection = Collection(self.config.collection, self.analyzer)
             return self._collection
 
-    def attribute_analyzer(self, names: tuple[str, ...]) -> Any:
+    def attribute_analyzer(self, names: tuple[str, ...] | list[str]) -> Any:
+        """An analyzer for one set of attributes. The set is normalised (order and repeats do not make a
+        new one), the attribute models are shared between analyzers (one expression model, one age model,
+        ... per process, whatever the sets asked for) and at most MAX_ANALYZERS sets are kept (least
+        recently used dropped): a client cycling through attribute lists cannot grow the server."""
+        from facelens.analysis import create_attribute, resolve
         from facelens.pipeline import FaceAnalyzer
 
+        key = tuple(resolve(list(names)))
         with self._open_lock:
-            if names not in self._attribute_analyzers:
-                fa = FaceAnalyzer(threads=1, attributes=names)
+            fa = self._attribute_analyzers.pop(key, None)
+            if fa is None:
+                fa = FaceAnalyzer(threads=1, attributes=key)
+                fa._detector = self.analyzer.detector_model  # one detector for every analyzer
+                for name in key:
+                    if name not in self._attribute_parts:
+                        self._attribute_parts[name] = create_attribute(name)
+                fa._parts = [self._attribute_parts[name] for name in key]
                 fa.check_models(embed=False)
-                self._attribute_analyzers[names] = fa
-            return self._attribute_analyzers[names]
+            self._attribute_analyzers[key] = fa  # most recently used last
+            while len(self._attribute_analyzers) > MAX_ANALYZERS:
+                self._attribute_analyzers.pop(next(iter(self._attribute_analyzers)))
+            return fa
+
+    def thumbnail_token(self, kind: str, face_id: int) -> str:
+        """The unguessable part of a thumbnail URL: an HMAC of the face id under a per-process secret, so
+        a key cannot walk thumbnails by sequential id; it must have been shown the face in a listing."""
+        return hmac.new(self._thumbnail_secret, f"{kind}:{int(face_id)}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def thumbnail_url(self, kind: str, face_id: int) -> str:
+        base = "/v1/gallery/faces" if kind == "gallery" else "/v1/clusters/faces"
+        return f"{base}/{int(face_id)}/thumbnail?token={self.thumbnail_token(kind, face_id)}"
+
+    def check_thumbnail_token(self, kind: str, face_id: int, token: str | None) -> None:
+        if not token or not hmac.compare_digest(token, self.thumbnail_token(kind, face_id)):
+            # 404, not 403: a wrong token says nothing about whether the face exists
+            raise ApiError(404, "not_found", f"no thumbnail for face {face_id} with that token")
 
     def warm_up(self) -> None:
         """Load every default model now, so the first request is not the slow one."""
         self.analyzer.check_models()
         self.analyzer.analyze(np.full((64, 64, 3), 127, np.uint8))
-        _ = self.gallery.store
+        self.gallery.init()  # an empty gallery lists as empty; reads on a missing one would be 404s
         self.ready = True
 
     def close(self) -> None:
@@ -165,6 +200,7 @@ def require(scope: str) -> Callable[..., ApiKey]:
 
 
 Read = Annotated[ApiKey, Depends(require("read"))]
+Faces = Annotated[ApiKey, Depends(require("faces"))]  # face thumbnails, server-side photo paths
 Enroll = Annotated[ApiKey, Depends(require("enroll"))]
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 

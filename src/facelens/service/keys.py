@@ -2,7 +2,7 @@
 
 A key reads `fl_<id>_<secret>`; only sha256(secret) is stored, so a leaked database gives no usable
 key. The id part lets a key be found and revoked without its secret. Scopes nest: `admin` can do what
-`enroll` can, `enroll` what `read` can.
+`enroll` can, `enroll` what `faces` can (see thumbnails and photo paths), `faces` what `read` can.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from typing import Any
 from facelens.errors import FacelensError
 from facelens.sqlite import SQLiteDatabase
 
-SCOPES = ("read", "enroll", "admin")
+# Scopes nest in this order. `faces` sits between `read` and `enroll` because enrolled face thumbnails and
+# server-side photo paths are biometric/personal data that an identify-only client (read) never needs.
+SCOPES = ("read", "faces", "enroll", "admin")
 LAST_USED_EVERY = 60.0  # seconds: how stale a key's last-used time may get
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -118,9 +118,21 @@ $("#identify-file").addEventListener("change", (e) => {
 });
 
 // -- gallery -----------------------------------------------------------------------------------
+// every person, following the list's pages
+async function allPeople() {
+  const people = [];
+  let after = 0;
+  for (;;) {
+    const page = await api(`/v1/gallery/people?limit=1000&after=${after}`);
+    people.push(...page.people);
+    if (page.next === null || page.next === undefined) return people;
+    after = page.next;
+  }
+}
+
 async function loadPeople() {
   try {
-    const { people } = await api("/v1/gallery/people");
+    const people = await allPeople();
     // all cards first, then one swap: the list never shows a half-built state
     const cards = [];
     for (const person of people) cards.push(await personCard(person));
@@ -135,7 +147,8 @@ async function personCard(person) {
   const item = document.createElement("li");
   item.dataset.name = person.name;
   item.dataset.id = person.id;
-  if (person.face_ids.length) item.append(await thumbnail(`/v1/gallery/faces/${person.face_ids[0]}/thumbnail`));
+  // thumbnail URLs carry a token and come only to keys with the "faces" scope
+  if (person.thumbnails && person.thumbnails.length) item.append(await thumbnail(person.thumbnails[0]));
   const name = document.createElement("div");
   name.className = "name";
   name.textContent = person.name;
@@ -170,7 +183,7 @@ async function personCard(person) {
 }
 
 async function personId(name) {
-  const { people } = await api("/v1/gallery/people");
+  const people = await allPeople();
   const found = people.find((p) => p.name === name);
   if (found) return found.id;
   const created = await api("/v1/gallery/people", {
@@ -262,11 +275,13 @@ async function loadClusters() {
       tick.className = "pick";
       tick.value = cluster.id;
       const title = document.createElement("strong");
-      title.textContent = ` ${cluster.name || `cluster ${cluster.id}`} — ${cluster.faces} face(s), ${cluster.images.length} photo(s)`;
+      title.textContent = ` ${cluster.name || `cluster ${cluster.id}`} — ${cluster.faces} face(s)` + (cluster.images ? `, ${cluster.images.length} photo(s)` : "");
       const faces = document.createElement("div");
       faces.className = "faces";
-      for (const faceId of cluster.face_ids.slice(0, 24)) {
-        const img = await thumbnail(`/v1/clusters/faces/${faceId}/thumbnail`);
+      const urls = cluster.thumbnails || [];
+      for (const [i, faceId] of cluster.face_ids.slice(0, 24).entries()) {
+        const img = urls[i] ? await thumbnail(urls[i]) : document.createElement("span");
+        if (!urls[i]) img.textContent = `face ${faceId} `;
         img.title = `face ${faceId}: click to split it out of this cluster`;
         img.addEventListener("click", () => {
           if (confirm(`Split face ${faceId} out of this cluster?`)) clusterEdit("/v1/clusters/split", { face_id: faceId });
