@@ -17,7 +17,7 @@ import numpy as np
 
 from facelens.analysis import FaceAttribute, create_attribute, resolve
 from facelens.detect import create_detector
-from facelens.detect.base import Detector
+from facelens.detect.base import AUTO, Detector, parse_det_size
 from facelens.embed import create_recognizer
 from facelens.embed.base import Recognizer
 from facelens.errors import ConfigError, FacelensError
@@ -25,6 +25,11 @@ from facelens.io import Decoded, ImageSource, decode_image, load_image
 from facelens.models.registry import REQUIRES
 from facelens.models.store import model_path
 from facelens.types import Face, ImageResult
+
+# decode_size when not given: with det_size "auto" the fine pass looks for ~24 px faces, which a JPEG
+# decoded at 1/2 scale (every photo from 4096 px up at 2048) would have shrunk to 12 px
+AUTO_DECODE_SIZE = 4096
+FIXED_DECODE_SIZE = 2048
 
 
 def default_threads() -> int:
@@ -48,10 +53,15 @@ class FaceAnalyzer:
 
     Parameters: `detector`, `recognizer` (registry names), `threads` (images processed at once;
     default: the CPUs this process may use), `flip` (flip test-time augmentation of embeddings),
-    `det_size` (longest side of the first detection input), `det_threshold`, `min_face` (pixels),
-    `decode_size` (JPEGs at least twice this long are decoded at 1/2, 1/4 or 1/8 scale, never below
-    it: a 36 MP photo decodes several times faster and its faces keep far more than the 112 px the
-    recognizer uses; 0 always decodes in full). Boxes and landmarks are always in the file's pixels.
+    `det_size` ("auto", the default: a 640 px first pass, plus a tiled fine pass on large photos
+    that finds faces down to ~24 px, see `facelens.detect.scrfd`; or an int, a multiple of 32: the
+    longest side of the only detection input, 640 being the behaviour before "auto"; strings of digits
+    are accepted; the dlib detectors always scan the full image and ignore it), `det_threshold`,
+    `min_face` (pixels), `decode_size` (JPEGs at least twice this long are decoded at 1/2, 1/4 or 1/8
+    scale, never below it: a 36 MP photo decodes several times faster and its faces keep far more
+    than the 112 px the recognizer uses; 0 always decodes in full; None, the default, is 4096 with
+    det_size "auto", so a 24 MP photo keeps its small faces for the fine pass, and 2048 with a fixed
+    det_size). Boxes and landmarks are always in the file's pixels.
     """
 
     def __init__(
@@ -60,10 +70,10 @@ class FaceAnalyzer:
         recognizer: str = "arcface-mbf",
         threads: int | None = None,
         flip: bool = False,
-        det_size: int = 640,
+        det_size: int | str = AUTO,
         det_threshold: float = 0.5,
         min_face: float = 0.0,
-        decode_size: int = 2048,
+        decode_size: int | None = None,
         attributes: Sequence[str] = (),
     ) -> None:
         self.detector = detector
@@ -73,6 +83,9 @@ class FaceAnalyzer:
         self.det_size = det_size
         self.det_threshold = det_threshold
         self.min_face = min_face
+        if decode_size is None:
+            auto = isinstance(det_size, str) and det_size.strip().lower() == AUTO
+            decode_size = AUTO_DECODE_SIZE if auto else FIXED_DECODE_SIZE
         self.decode_size = decode_size
         self.attributes = tuple(attributes)
         self._detector: Detector | None = None
@@ -83,13 +96,12 @@ class FaceAnalyzer:
     @property
     def detector_model(self) -> Detector:
         if self._detector is None:
-            if self.det_size < 32 or self.det_size % 32:
-                raise ConfigError(f"det_size must be a positive multiple of 32, got {self.det_size}")
+            det_size = parse_det_size(self.det_size)
             if not 0.0 < self.det_threshold < 1.0:
                 raise ConfigError(f"det_threshold must be between 0 and 1, got {self.det_threshold}")
-            params: dict[str, Any] = {"min_face": self.min_face}
+            params: dict[str, Any] = {"min_face": self.min_face, "det_size": det_size}
             if self.detector == "scrfd-500m":
-                params.update(max_size=self.det_size, score_threshold=self.det_threshold)
+                params.update(score_threshold=self.det_threshold)
             self._detector = create_detector(self.detector, **params)
         return self._detector
 
@@ -215,7 +227,7 @@ class FaceAnalyzer:
 
     def __repr__(self) -> str:
         return (f"FaceAnalyzer(detector={self.detector!r}, recognizer={self.recognizer!r}, "
-                f"threads={self.threads}, flip={self.flip})")
+                f"threads={self.threads}, flip={self.flip}, det_size={self.det_size!r})")
 
 
 def largest_face(faces: list[Face]) -> Face | None:

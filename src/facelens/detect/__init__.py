@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from facelens.detect.base import Detector
+from facelens.detect.base import AUTO, Detector, DetSize, parse_det_size
 from facelens.errors import ConfigError
 
 DETECTORS = ("scrfd-500m", "dlib-hog", "dlib-cnn")
@@ -19,9 +19,9 @@ def create_detector(name: str = "scrfd-500m", **params: Any) -> Detector:
     if name in {"dlib-hog", "dlib-cnn"}:
         from facelens.detect.dlib import DlibDetector
 
-        allowed = {k: v for k, v in params.items() if k in {"upsample", "min_face"}}
+        allowed = {k: v for k, v in params.items() if k in {"upsample", "min_face", "det_size"}}
         return DlibDetector(kind=name.removeprefix("dlib-"), **allowed)
     raise ConfigError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
 
 
-__all__ = ["DETECTORS", "Detector", "create_detector"]
+__all__ = ["AUTO", "DETECTORS", "DetSize", "Detector", "create_detector", "parse_det_size"]

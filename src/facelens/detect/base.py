@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Literal
 
 import numpy as np
 
+from facelens.errors import ConfigError
 from facelens.types import Face
+
+AUTO = "auto"
+DetSize = int | Literal["auto"]
+
+
+def parse_det_size(value: object) -> DetSize:
+    """A detection size as given by code, a command line or a request: "auto" or a positive multiple
+    of 32 (an int, or a string of digits); anything else raises `ConfigError`."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == AUTO:
+            return AUTO
+        if text.isdigit():
+            value = int(text)
+    if isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 32 and value % 32 == 0:
+        return int(value)
+    raise ConfigError(f"det_size must be 'auto' or a positive multiple of 32 (e.g. 640, 1280), got {value!r}")
 
 
 class Detector(ABC):

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from facelens.align import ARCFACE_TEMPLATE, similarity_transform, transform_points
-from facelens.detect.base import Detector
+from facelens.detect.base import AUTO, Detector, DetSize, parse_det_size
 from facelens.errors import ConfigError, FacelensError, ImageError
 from facelens.models.store import model_path
 from facelens.types import Face
@@ -116,16 +116,19 @@ class DlibDetector(Detector):
     smallest face found, ~60-70 px at 0, and quadruples the work); `min_face`, drop boxes whose shorter
     side is below this many pixels. When `min_face` is larger than the smallest face the requested
     upsampling could find, the image is run at the lower scale that still sees faces of `min_face`
-    (about 80 px there), so a large `min_face` also makes big photos much cheaper.
+    (about 80 px there), so a large `min_face` also makes big photos much cheaper. `det_size` is
+    checked like SCRFD's ("auto" or a multiple of 32) and has no effect: dlib scans every scale of the
+    whole image at full resolution, so there is no input size to choose (`upsample` is its knob).
     """
 
-    def __init__(self, kind: str = "hog", upsample: int = 1, min_face: int = 0) -> None:
+    def __init__(self, kind: str = "hog", upsample: int = 1, min_face: int = 0, det_size: DetSize = AUTO) -> None:
         if kind not in KINDS:
             raise ConfigError(f"unknown dlib detector kind {kind!r}; choose from {', '.join(KINDS)}")
         if int(upsample) != upsample or upsample < 0:
             raise ConfigError(f"upsample must be a non-negative integer, got {upsample}")
         if min_face < 0:
             raise ConfigError(f"min_face must be >= 0, got {min_face}")
+        self.det_size = parse_det_size(det_size)
         self.kind = kind
         self.name = f"dlib-{kind}"
         self.upsample = int(upsample)
