@@ -25,7 +25,7 @@ def _key_store(path: Path | None) -> Any:
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="who or what uses the key")],
-    scope: Annotated[str, typer.Option("--scope", help="read, enroll (includes read) or admin (everything)")] = "read",
+    scope: Annotated[str, typer.Option("--scope", help="read (detect, identify, names), faces (+ face thumbnails, photo paths), enroll (+ add people and faces) or admin (everything)")] = "read",
     keys: KeysOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

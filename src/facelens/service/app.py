@@ -12,8 +12,6 @@ The routes live in `service.routers` (one module per area), what they share in `
 """
 
 import asyncio
-import time
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facelens.errors import (
@@ -33,9 +31,9 @@ from facelens.errors import (
     NotFoundError,
     QualityError,
 )
-from facelens.service.deps import MB, ApiError, Service, error_body
+from facelens.service.deps import ApiError, Service, error_body
 from facelens.service.keys import SCOPES
-from facelens.service.middleware import BodySizeLimit, SecurityHeaders
+from facelens.service.middleware import BodySizeLimit, RequestMetrics, SecurityHeaders
 from facelens.service.routers import clusters, gallery, ops, recognition
 
 __all__ = ["ApiError", "Service", "ServiceConfig", "create_app", "error_body"]
@@ -95,7 +93,8 @@ def create_app(config: ServiceConfig, warm: bool = True) -> FastAPI:
     # -- errors -----------------------------------------------------------------------------------
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status,
+                            headers={"Connection": "close"} if exc.status == 413 else None)
 
     @app.exception_handler(FacelensError)
     async def _facelens_error(_: Request, exc: FacelensError) -> JSONResponse:
@@ -113,29 +112,20 @@ def create_app(config: ServiceConfig, warm: bool = True) -> FastAPI:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden",
                  413: "payload_too_large"}
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 413:
+            headers["Connection"] = "close"  # the rest of an oversized body is not read: end the connection
         return JSONResponse(error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)),
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+                            status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         service.metrics.count("facelens_internal_errors_total")
         return JSONResponse(error_body("internal", f"internal error ({type(exc).__name__})"), status_code=500)
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit * 4 // 3 + 4096:
-            return JSONResponse(error_body("payload_too_large", f"request body over {limit // MB} MB"),
-                                status_code=413)
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        service.metrics.observe(request.method, path, response.status_code, time.perf_counter() - started)
-        return response
-
     # outermost first: every response (errors included) gets the security headers; the body limit (image
     # limit x 4/3 for base64 in JSON, plus room for the form's own fields) is counted on the stream itself
+    app.add_middleware(RequestMetrics, metrics=service.metrics)
     app.add_middleware(BodySizeLimit, max_bytes=limit * 4 // 3 + 64 * 1024)
     app.add_middleware(SecurityHeaders)
 

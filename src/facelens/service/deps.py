@@ -138,7 +138,9 @@ class Service:
         return f"{base}/{int(face_id)}/thumbnail?token={self.thumbnail_token(kind, face_id)}"
 
     def check_thumbnail_token(self, kind: str, face_id: int, token: str | None) -> None:
-        if not token or not hmac.compare_digest(token, self.thumbnail_token(kind, face_id)):
+        # bytes: compare_digest refuses str with non-ASCII characters, and any token must get a plain 404
+        expected = self.thumbnail_token(kind, face_id).encode()
+        if not token or not hmac.compare_digest(token.encode("utf-8", "replace"), expected):
             # 404, not 403: a wrong token says nothing about whether the face exists
             raise ApiError(404, "not_found", f"no thumbnail for face {face_id} with that token")
 

@@ -69,12 +69,13 @@ class JobRunner:
             with self.collection_lock:
                 collection = self.service.collection
                 collection.far = far
-                job.total = len(expand_paths([str(root)]))
+                fence = self.service.config.photos_root
+                job.total = len(expand_paths([str(root)], confine_to=fence))
 
                 def advance(_entry: dict[str, Any]) -> None:
                     job.done += 1
 
-                report = collection.scan(root, on_result=advance)
+                report = collection.scan(root, on_result=advance, confine_to=fence)
                 run = collection.cluster()
                 collection.write_outputs()
                 job.result = {**collection.summary(), "run": run,

@@ -7,6 +7,7 @@ buffering of their own.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -71,6 +72,34 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+class RequestMetrics:
+    """Count and time every request by method, route template and status (for /metrics)."""
+
+    def __init__(self, app: ASGIApp, metrics: Any) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def seen(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, seen)
+        finally:
+            # the router writes the matched route into the (shared) scope: label by its template, not the URL
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe(scope.get("method", ""), path, status, time.perf_counter() - started)
 
 
 # Pages of the service load only their own script, style and images (thumbnails arrive as blob: URLs);
