@@ -131,7 +131,7 @@ def test_gallery_cli(tmp_path, people, data):
     assert proc.returncode == 0 and names[:2] == ["biden", "obama"]
     bad = run("gallery", "enroll", "x", data / "groups/insightface__t1.jpg", env=env)
     assert bad.returncode == 2 and "6 faces found" in bad.stderr
-    forgot = run("gallery", "forget", "obama", "--json", env=env)
+    forgot = run("gallery", "forget", "obama", "--yes", "--json", env=env)
     assert forgot.returncode == 0 and json.loads(forgot.stdout)["faces_removed"] == 1
     missing = run("gallery", "forget", "obama", env=env)
     assert missing.returncode == 2 and "no person 'obama'" in missing.stderr

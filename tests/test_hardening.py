@@ -159,3 +159,82 @@ def test_analyzer_survives_a_whole_batch_with_the_crowd(data, tiled):
     results = fa.analyze_batch([str(tiled), str(data / OBAMA / "01.jpg"), str(data / "corrupt")])
     assert results[0].error is None and results[1].error is None and len(results[1].faces) == 1
     assert results[2].error
+
+
+# -- the command line: exit codes and one clear line for every misuse of the report ------------------------
+def test_verify_cli_cannot_decide_has_its_own_exit_code(data, blurred):
+    proc = run("verify", data / OBAMA / "01.jpg", blurred)
+    assert proc.returncode == 3 and "cannot decide" in proc.stdout, proc.stdout + proc.stderr
+    proc = run("verify", data / OBAMA / "01.jpg", blurred, "--json")
+    answer = json.loads(proc.stdout)
+    assert proc.returncode == 3 and answer["decided"] is False and answer["same"] is None
+    proc = run("verify", data / OBAMA / "01.jpg", blurred, "--min-quality", "0")
+    assert proc.returncode == 1  # floor off: it answers (wrongly, which is why the floor exists)
+
+
+def test_cli_misuse_gets_one_clear_line(data, tmp_path):
+    image = data / OBAMA / "03.jpg"
+    (tmp_path / "faces.npy").mkdir()
+    cases = [
+        (("embed", image, "--out", tmp_path / "faces.npy"), "is a folder"),
+        (("embed", image, "--out", tmp_path / "x.txt"), "must end in .npy"),
+        (("gallery", "remove-face", "9223372036854775808", "--gallery", tmp_path / "g"), "no gallery"),
+        (("identify", image, "--gallery", tmp_path / "missing"), "no gallery"),
+        (("gallery", "list", "--gallery", image), "not a directory"),
+        (("detect", image, "--det-size", "huge"), "det_size must be"),
+        (("detect", image, "--det-size", "100"), "det_size must be"),
+        (("gallery", "enroll", "\x1b[31mred", image, "--gallery", tmp_path / "g"), "control"),
+        (("gallery", "enroll", "Eve\u202egnp.exe", image, "--gallery", tmp_path / "g"), "control"),
+    ]
+    for args, message in cases:
+        proc = run(*args)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert message in proc.stderr and "unexpected" not in proc.stderr, (args, proc.stderr)
+    assert not (tmp_path / "missing").exists()  # a read never creates a gallery
+
+
+def test_forget_asks_on_a_terminal_and_needs_yes_in_a_script(data, tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    g = tmp_path / "g"
+    assert run("gallery", "enroll", "ada", data / OBAMA / "03.jpg", "--gallery", g).returncode == 0
+    proc = run("gallery", "forget", "ada", "--gallery", g)
+    assert proc.returncode == 2 and "--yes" in proc.stderr
+    master, slave = pty.openpty()
+    os.write(master, b"n\n")
+    answered = subprocess.run([sys.executable, "-m", "facelens", "gallery", "forget", "ada", "--gallery", str(g)],
+                              stdin=slave, capture_output=True, text=True, timeout=120)
+    os.close(master)
+    os.close(slave)
+    assert answered.returncode == 2 and "Forget ada" in answered.stdout + answered.stderr
+    assert "ada" in run("gallery", "list", "--gallery", g).stdout
+    assert run("gallery", "rename", "ada", "ada", "--gallery", g).returncode == 0  # same name: nothing to do
+    assert run("gallery", "rename", "ada", "Ada", "--gallery", g).returncode == 0  # case only
+    assert run("gallery", "forget", "Ada", "--yes", "--gallery", g).returncode == 0
+    assert "Ada" not in run("gallery", "list", "--gallery", g).stdout
+
+
+def test_gallery_check_and_repair_from_the_command_line(data, tmp_path):
+    g = tmp_path / "g"
+    for person in ("facerecognition-obama", "facerecognition-biden"):
+        photo = sorted((data / "identities" / person).glob("*.jpg"))[2]
+        assert run("gallery", "enroll", person, photo, "--gallery", g).returncode == 0
+    assert run("gallery", "check", "--gallery", g).returncode == 0
+    db = g / "gallery.sqlite"
+    raw = bytearray(db.read_bytes())
+    raw[:16] = b"garbage garbage!"
+    db.write_bytes(bytes(raw))
+    for args in (("identify", data / OBAMA / "04.jpg"), ("gallery", "forget", "facerecognition-obama", "--yes"),
+                 ("gallery", "export", tmp_path / "e.jsonl"), ("gallery", "check")):
+        proc = run(*args, "--gallery", g)
+        assert proc.returncode == 2 and "unexpected" not in proc.stderr, (args, proc.stderr)
+    assert "repair" in proc.stderr
+    assert run("gallery", "repair", "--gallery", g).returncode == 2  # asks for --yes in a script
+    repaired = run("gallery", "repair", "--yes", "--json", "--gallery", g)
+    assert repaired.returncode == 0, repaired.stderr
+    assert run("gallery", "check", "--gallery", g).returncode == 0
+    # after repair the person can be erased, which was the point
+    assert run("gallery", "forget", "facerecognition-obama", "--yes", "--gallery", g).returncode == 0

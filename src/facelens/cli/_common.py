@@ -2,13 +2,15 @@
 progress bars, the gallery handles `main` closes, and option types used by several command groups.
 
 Exit codes: 0 success, 1 "different person" (verify) or "not found" (find), 2 errors (a bad option,
-a missing model, or any input that could not be processed — the other inputs are still processed).
+a missing model, or any input that could not be processed — the other inputs are still processed),
+3 "cannot decide" (verify: a face below the quality floor).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ from facelens.types import ImageResult
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR, EXIT_UNDECIDED = 0, 1, 2, 3
 PROGRESS_MIN_FILES = 6
 
 DetectorOpt = Annotated[str, typer.Option("--detector", help="scrfd-500m, dlib-hog or dlib-cnn")]
@@ -39,6 +41,9 @@ FarOpt = Annotated[float, typer.Option("--far", help="target false-match rate: 1
 MinQualityOpt = Annotated[float | None, typer.Option(
     "--min-quality", min=0.0, max=1.0,
     help="face quality floor (default: the shipped floor, see README; 0 turns it off)")]
+DetSizeOpt = Annotated[str, typer.Option(
+    "--det-size", help="detector input: auto (large photos get a second, tiled pass that finds faces down to "
+    "~24 px) or the longest input side in px, a multiple of 32 (640: one pass, fastest)")]
 GalleryOpt = Annotated[Path | None, typer.Option("--gallery", help="gallery folder (default $FACELENS_GALLERY)")]
 
 
@@ -72,7 +77,13 @@ def report_errors(results: list[ImageResult]) -> int:
     return len(failed)
 
 
+# control characters and bidi overrides would let a stored name rewrite the terminal or reorder a line
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def escape(text: str) -> str:
+    """Text safe to print: rich markup neutralised, control and bidi characters shown as escapes."""
+    text = _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", str(text))
     return text.replace("[", r"\[")
 
 
@@ -84,11 +95,15 @@ def print_json(payload: Any) -> None:
 _OPEN_GALLERIES: list[Any] = []
 
 
-def open_gallery(path: Path | None, recognizer: str | None = None, min_quality: float | None = None) -> Any:
+def open_gallery(path: Path | None, recognizer: str | None = None, min_quality: float | None = None,
+                 det_size: str = "auto") -> Any:
     from facelens.gallery import Gallery
 
-    analyzer = FaceAnalyzer(recognizer=recognizer, threads=1) if recognizer else None
+    analyzer = FaceAnalyzer(recognizer=recognizer, threads=1, det_size=det_size) if recognizer else None
     gallery = Gallery(path, analyzer, min_quality=min_quality)
+    if analyzer is None and det_size != "auto":
+        # the recognizer is the one the gallery is bound to (or the default for a new gallery)
+        gallery.analyzer = FaceAnalyzer(recognizer=gallery.recognizer or "arcface-mbf", threads=1, det_size=det_size)
     _OPEN_GALLERIES.append(gallery)  # closed by main(): the search index is saved once, at exit
     return gallery
 

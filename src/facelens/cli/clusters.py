@@ -12,6 +12,7 @@ from rich.table import Table
 from facelens.cli._common import (
     EXIT_ERROR,
     EXIT_OK,
+    DetSizeOpt,
     GalleryOpt,
     JsonOpt,
     MinQualityOpt,
@@ -44,12 +45,18 @@ def cluster(
                                        "(smaller = stricter, fewer wrong merges)")] = 1e-4,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="cluster everything again from scratch")] = False,
     min_quality: MinQualityOpt = None,
+    det_size: DetSizeOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Group the faces of a photo folder into people; reruns add new photos and keep corrections."""
     from facelens.io import expand_paths as _expand
 
     collection = _collection(out_dir, far, must_exist=False)
+    if det_size != "auto":
+        from facelens.pipeline import FaceAnalyzer
+
+        bound = collection.db.meta("recognizer") if (out_dir / "collection.sqlite").exists() else None
+        collection.analyzer = FaceAnalyzer(recognizer=bound or "arcface-mbf", det_size=det_size)
     if min_quality is not None:
         collection.min_quality = min_quality
     if not root.is_dir():

@@ -19,11 +19,14 @@ from facelens.cli._common import (
     EXIT_ERROR,
     EXIT_NEGATIVE,
     EXIT_OK,
+    EXIT_UNDECIDED,
     DetectorOpt,
+    DetSizeOpt,
     FarOpt,
     FlipOpt,
     GalleryOpt,
     JsonOpt,
+    MinQualityOpt,
     RecognizerOpt,
     ThreadsOpt,
     err,
@@ -36,7 +39,7 @@ from facelens.cli._common import (
     report_errors,
     run_batch,
 )
-from facelens.errors import FacelensError
+from facelens.errors import FacelensError, QualityError
 from facelens.io import expand_paths
 from facelens.pipeline import FaceAnalyzer
 from facelens.types import ImageResult
@@ -71,7 +74,7 @@ def detect(
     detector: DetectorOpt = "scrfd-500m",
     threshold: Annotated[float, typer.Option("--threshold", min=0.01, max=0.99)] = 0.5,
     min_face: Annotated[float, typer.Option("--min-face", min=0, help="smallest face side, px")] = 0,
-    det_size: Annotated[int, typer.Option("--det-size", min=32, help="longest detector input side")] = 640,
+    det_size: DetSizeOpt = "auto",
     threads: ThreadsOpt = 0,
 ) -> None:
     """Find every face: box, five landmarks, score."""
@@ -128,6 +131,7 @@ def analyze(
         "--attributes", help="comma-separated: landmarks, landmarks68, pose, quality, expression, "
         "expression-human, age-gender")] = ",".join(DEFAULT_ATTRIBUTES),
     detector: DetectorOpt = "scrfd-500m",
+    det_size: DetSizeOpt = "auto",
     threads: ThreadsOpt = 0,
 ) -> None:
     """Everything about every face: landmarks, head pose, quality, expression, age and gender."""
@@ -135,7 +139,7 @@ def analyze(
     from facelens.draw import draw_analysis
 
     names = resolve([n.strip() for n in attributes.split(",") if n.strip()])
-    analyzer = FaceAnalyzer(detector=detector, threads=threads, attributes=names)
+    analyzer = FaceAnalyzer(detector=detector, threads=threads, attributes=names, det_size=det_size)
     results = run_batch(analyzer, images, embed=False, label="analysing")
     if json_out:
         for r in results:
@@ -165,6 +169,7 @@ def embed(
     images: Annotated[list[str], typer.Argument(help="image files or folders")],
     output: Annotated[Path, typer.Option("--out", help="F.npy (array + F.faces.jsonl index) or F.jsonl")],
     detector: DetectorOpt = "scrfd-500m",
+    det_size: DetSizeOpt = "auto",
     recognizer: RecognizerOpt = "arcface-mbf",
     flip: FlipOpt = False,
     largest: Annotated[bool, typer.Option("--largest", help="only the largest face of each image")] = False,
@@ -173,9 +178,13 @@ def embed(
 ) -> None:
     """Embed every face (or the largest per image) into L2-normalised vectors."""
     suffix = output.suffix.lower()
+    if output.is_dir():
+        raise fail(f"--out {output} is a folder; give a file name ending in .npy or .jsonl")
     if suffix not in {".npy", ".jsonl"}:
         raise fail(f"--out must end in .npy or .jsonl, got {output.name!r}")
-    analyzer = FaceAnalyzer(detector=detector, recognizer=recognizer, threads=threads, flip=flip)
+    if output.parent.exists() and not output.parent.is_dir():
+        raise fail(f"--out {output}: {output.parent} is not a folder")
+    analyzer = FaceAnalyzer(detector=detector, recognizer=recognizer, threads=threads, flip=flip, det_size=det_size)
     results = run_batch(analyzer, images, embed=True, label="embedding")
     rows = []
     for r in results:
@@ -210,15 +219,26 @@ def verify(
     image_b: Annotated[str, typer.Argument(help="second image (its largest face)")],
     far: FarOpt = 1e-3,
     detector: DetectorOpt = "scrfd-500m",
+    det_size: DetSizeOpt = "auto",
     recognizer: RecognizerOpt = "arcface-mbf",
     flip: FlipOpt = False,
+    min_quality: MinQualityOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Same person? Exit 0 if so, 1 if not, 2 on error."""
+    """Same person? Exit 0 if so, 1 if not, 2 on error, 3 if a face is too poor to decide."""
     from facelens.verify import verify as verify_pair
 
-    analyzer = FaceAnalyzer(detector, recognizer, threads=1, flip=flip)
-    result = verify_pair(image_a, image_b, far=far, analyzer=analyzer)
+    analyzer = FaceAnalyzer(detector, recognizer, threads=1, flip=flip, det_size=det_size)
+    try:
+        result = verify_pair(image_a, image_b, far=far, analyzer=analyzer, min_quality=min_quality)
+    except QualityError as exc:
+        # not "different people": a face too poor to compare gets its own answer and exit code
+        if json_out:
+            print_json({"a": image_a, "b": image_b, "same": None, "decided": False, "reason": str(exc)})
+        else:
+            out.print(f"[yellow]cannot decide[/yellow]: {escape(str(exc).removeprefix('cannot decide: '))}",
+                      markup=True)
+        raise typer.Exit(EXIT_UNDECIDED) from None
     if json_out:
         print_json({"a": image_a, "b": image_b, **result.to_dict()})
     else:
@@ -235,6 +255,7 @@ def find(
     far: FarOpt = 1e-3,
     draw: Annotated[Path | None, typer.Option("--draw", help="annotated image (a folder for several)")] = None,
     detector: DetectorOpt = "scrfd-500m",
+    det_size: DetSizeOpt = "auto",
     recognizer: RecognizerOpt = "arcface-mbf",
     flip: FlipOpt = False,
     threads: ThreadsOpt = 0,
@@ -245,7 +266,7 @@ def find(
     from facelens.io import load_image
     from facelens.verify import find as find_person
 
-    analyzer = FaceAnalyzer(detector, recognizer, threads=threads, flip=flip)
+    analyzer = FaceAnalyzer(detector, recognizer, threads=threads, flip=flip, det_size=det_size)
     paths = [str(p) for p in expand_paths(images)]
     found = find_person(query, paths, far=far, analyzer=analyzer)
     results = [r for r, _ in found]
@@ -286,6 +307,7 @@ def calibrate(
     root: Annotated[Path | None, typer.Option("--root", help="folder with one sub-folder of images per person")] = None,
     pairs: Annotated[Path | None, typer.Option("--pairs", help="CSV of path1,path2,same")] = None,
     detector: DetectorOpt = "scrfd-500m",
+    det_size: DetSizeOpt = "auto",
     recognizer: RecognizerOpt = "arcface-mbf",
     flip: FlipOpt = False,
     save: Annotated[bool, typer.Option("--save", help="store as this user's thresholds")] = False,
@@ -301,7 +323,7 @@ def calibrate(
 
     if (root is None) == (pairs is None):
         raise fail("give exactly one of --root DIR (folder per person) or --pairs FILE.csv")
-    analyzer = FaceAnalyzer(detector, recognizer, threads=threads, flip=flip)
+    analyzer = FaceAnalyzer(detector, recognizer, threads=threads, flip=flip, det_size=det_size)
     if root is not None:
         total = len(folder_per_person(root))
         with progress_bar(total, "calibrating") as advance:
@@ -335,10 +357,11 @@ def identify(
     gallery: GalleryOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=100)] = 3,
     far: FarOpt = 1e-3,
+    det_size: DetSizeOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Who is in these photos? Every face against the gallery: a name, or unknown."""
-    store = open_gallery(gallery)
+    store = open_gallery(gallery, det_size=det_size)
     failed = 0
     table = Table("image", "face", "box", "identity", "similarity", "next best")
     for path in expand_paths(images):

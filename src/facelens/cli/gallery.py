@@ -1,10 +1,11 @@
 """`facelens gallery`: enroll, import, list, show, export, rename, merge, remove-face, forget, use-milvus,
-index."""
+index, check, repair."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -12,11 +13,13 @@ from rich.table import Table
 from facelens.cli._common import (
     EXIT_ERROR,
     EXIT_OK,
+    DetSizeOpt,
     GalleryOpt,
     JsonOpt,
     MinQualityOpt,
     err,
     escape,
+    fail,
     open_gallery,
     out,
     print_json,
@@ -34,12 +37,13 @@ def gallery_enroll(
     largest: Annotated[bool, typer.Option("--largest", help="take the largest face of a multi-face photo")] = False,
     recognizer: Annotated[str | None, typer.Option("--recognizer", help="for a new gallery")] = None,
     min_quality: MinQualityOpt = None,
+    det_size: DetSizeOpt = "auto",
     gallery: GalleryOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Enroll NAME from IMAGES (all or nothing: a photo with no face, several faces, or a face below the
     quality floor is refused, with the reason)."""
-    store = open_gallery(gallery, recognizer, min_quality)
+    store = open_gallery(gallery, recognizer, min_quality, det_size)
     ids = store.enroll(name, [str(p) for p in expand_paths(images)], largest=largest)
     if json_out:
         print_json({"person": name, "faces_added": ids})
@@ -53,13 +57,14 @@ def gallery_import(
     largest: Annotated[bool, typer.Option("--largest", help="take the largest face of a multi-face photo")] = False,
     recognizer: Annotated[str | None, typer.Option("--recognizer", help="for a new gallery")] = None,
     min_quality: MinQualityOpt = None,
+    det_size: DetSizeOpt = "auto",
     gallery: GalleryOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Enroll a folder per person (bad files reported and skipped; a rerun resumes), or load an export."""
     from facelens.evaluate.protocols import folder_per_person
 
-    store = open_gallery(gallery, recognizer, min_quality)
+    store = open_gallery(gallery, recognizer, min_quality, det_size)
     if root.is_file():
         added = store.import_export(root)
         out.print(f"imported {added} face(s) from {escape(str(root))}")
@@ -138,13 +143,27 @@ def gallery_remove_face(face_id: int, gallery: GalleryOpt = None) -> None:
 
 
 @gallery_app.command("forget")
-def gallery_forget(name: str, gallery: GalleryOpt = None, json_out: JsonOpt = False) -> None:
+def gallery_forget(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask (required when not on a terminal)")] = False,
+    gallery: GalleryOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Erase a person completely (rows, embeddings, thumbnails; storage compacted) and write a receipt."""
-    receipt = open_gallery(gallery).forget(name)
+    store = open_gallery(gallery)
+    person = store.person(name)  # an unknown name fails here, before any question
+    if not yes:
+        if not sys.stdin.isatty():
+            raise fail(f"forgetting {escape(person.name)} cannot be undone: pass --yes to confirm from a script")
+        question = f"Forget {escape(person.name)} ({person.faces} face(s)) completely? This cannot be undone"
+        if not typer.confirm(question):
+            err.print("nothing forgotten")
+            raise typer.Exit(EXIT_ERROR)
+    receipt = store.forget(person.id)
     if json_out:
         print_json(receipt)
     else:
-        out.print(f"forgot {escape(name)}: {receipt['faces_removed']} face(s) erased; "
+        out.print(f"forgot {escape(person.name)}: {receipt['faces_removed']} face(s) erased; "
                   f"receipt {escape(receipt['receipt'])}")
 
 
@@ -174,3 +193,39 @@ def gallery_index(
         print_json(info)
     else:
         out.print(", ".join(f"{k}: {escape(str(v))}" for k, v in info.items()))
+
+
+def _show_report(report: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        print_json(report)
+        return
+    for key, value in report.items():
+        out.print(f"{key}: {escape(str(value))}")
+
+
+@gallery_app.command("check")
+def gallery_check(gallery: GalleryOpt = None, json_out: JsonOpt = False) -> None:
+    """Check the gallery's database and index (SQLite integrity, orphan or malformed faces, index vs
+    database). Exit 0 if sound, 2 if damaged (then run `gallery repair`)."""
+    report = open_gallery(gallery).check()
+    _show_report(report, json_out)
+    if not report.get("ok"):
+        err.print("[red]the gallery is damaged[/red]: run `facelens gallery repair` to rebuild it from what can "
+                  "still be read", markup=True)
+        raise typer.Exit(EXIT_ERROR)
+
+
+@gallery_app.command("repair")
+def gallery_repair(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask (required when not on a terminal)")] = False,
+    gallery: GalleryOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rebuild a damaged gallery from every row that can still be read; the damaged file is kept beside it.
+    Run it with no other process using the gallery."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise fail("repair rewrites the gallery's database: pass --yes to confirm from a script")
+        if not typer.confirm("Rebuild the gallery from what can still be read (the damaged file is kept)?"):
+            raise typer.Exit(EXIT_ERROR)
+    _show_report(open_gallery(gallery).repair(), json_out)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from facelens.cli._common import GalleryOpt, JsonOpt, err, escape, fail, out, print_json
+from facelens.cli._common import DetSizeOpt, GalleryOpt, JsonOpt, err, escape, fail, out, print_json
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for `facelens serve` (stored hashed).")
 KeysOpt = Annotated[Path | None, typer.Option("--keys", help="key database (default $FACELENS_HOME/keys.sqlite)")]
@@ -25,7 +25,9 @@ def _key_store(path: Path | None) -> Any:
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="who or what uses the key")],
-    scope: Annotated[str, typer.Option("--scope", help="read (detect, identify, names), faces (+ face thumbnails, photo paths), enroll (+ add people and faces) or admin (everything)")] = "read",
+    scope: Annotated[str, typer.Option("--scope", help=(
+        "read (detect, identify, names), faces (+ face thumbnails, photo paths), enroll (+ add people and "
+        "faces) or admin (everything)"))] = "read",
     keys: KeysOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -72,6 +74,7 @@ def serve(
         "--photos-root", help="server folders /v1/cluster jobs may read (off unless given)")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="model threads")] = 2,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.1)] = 20.0,
+    det_size: DetSizeOpt = "auto",
 ) -> None:
     """The REST API (OpenAPI at /docs) and the web page at http://HOST:PORT/."""
     try:
@@ -79,8 +82,11 @@ def serve(
         import uvicorn  # noqa: F401
     except ImportError:
         raise fail("the service needs its extra: pip install 'facelens[serve]'") from None
+    from facelens.detect import parse_det_size
     from facelens.gallery import default_gallery_path
     from facelens.service import default_collection_path, default_keys_path
+
+    parse_det_size(det_size)  # a bad value is one error line now, not a failed start-up
     from facelens.service import serve as run_server
 
     keys_path = keys or default_keys_path()
@@ -88,4 +94,4 @@ def serve(
         err.print(f"no API keys yet: create one with `facelens keys create NAME --scope admin --keys {keys_path}`")
     err.print(f"facelens on http://{host}:{port}/ (API docs at /docs)")
     run_server(host, port, gallery or default_gallery_path(), keys_path, collection or default_collection_path(),
-               photos_root, workers=workers, max_upload_mb=max_upload_mb)
+               photos_root, workers=workers, max_upload_mb=max_upload_mb, det_size=det_size)

@@ -50,6 +50,9 @@ class ServiceConfig:
     max_upload_mb: float = 20.0
     workers: int = 2
     flip: bool = False
+    # one setting for the whole server, not a per-request parameter: a client choosing a huge detector
+    # input could make every request cost seconds and gigabytes
+    det_size: int | str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
 

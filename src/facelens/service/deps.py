@@ -72,7 +72,7 @@ class Service:
         self.config = config
         self.upload_limit = int(config.max_upload_mb * MB)  # bytes, per image and (x4/3) per body
         self.keys = KeyStore(config.keys)
-        self.analyzer = FaceAnalyzer(threads=1, flip=config.flip)
+        self.analyzer = FaceAnalyzer(threads=1, flip=config.flip, det_size=config.det_size)
         self.pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="facelens-worker")
         self.write_lock = threading.Lock()
         self._open_lock = threading.Lock()
