@@ -4,9 +4,11 @@ download): enroll two people, identify a group photo, see the names, forget one,
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from .test_service import Server
 
@@ -61,13 +63,15 @@ def test_enroll_identify_forget_in_the_browser(page, data, tmp_path):
     page.click("#tab-gallery")
     page.wait_for_selector("#people li[data-name='obama']")
     page.click("#people li[data-name='obama'] button.forget")
-    page.wait_for_function("[...document.querySelectorAll('#people li')].map(li => li.dataset.name).join() == 'biden'")
+    # expect() polls from the driver: the page's CSP forbids the string evaluation wait_for_function needs
+    expect(page.locator("#people li")).to_have_count(1)
+    expect(page.locator("#people li[data-name='biden']")).to_have_count(1)
     assert "forgot obama" in page.inner_text("#status")
 
     page.click("#tab-identify")
     page.set_input_files("#identify-file", [])
     page.set_input_files("#identify-file", str(group))
-    page.wait_for_function("document.querySelectorAll('#identify-results li.unknown').length == 2")
+    expect(page.locator("#identify-results li.unknown")).to_have_count(2)
     names = sorted(page.locator("#identify-results li").evaluate_all("els => els.map(e => e.dataset.identity)"))
     assert names == ["biden", "unknown", "unknown"], names
 
@@ -102,7 +106,7 @@ def test_clusters_tab_merge_and_name(tmp_path, data, analyzer):
             page.check("#cluster-list li:nth-child(1) input.pick")
             page.check("#cluster-list li:nth-child(2) input.pick")
             page.click("#merge-selected")
-            page.wait_for_function("document.querySelectorAll('#cluster-list li').length == 1")
+            expect(page.locator("#cluster-list li")).to_have_count(1)
             page.fill("#cluster-list li input[placeholder='name']", "the two")
             page.click("#cluster-list li button")
             page.wait_for_selector("#cluster-list li strong:has-text('the two')")
@@ -129,7 +133,10 @@ def test_webcam_capture_reaches_the_api(tmp_path):
             page.click("#tab-gallery")
             page.fill("#enroll-name", "camera person")
             page.click("#webcam-start")
-            page.wait_for_function("document.querySelector('#webcam-video').videoWidth > 0")
+            video = page.locator("#webcam-video")
+            deadline = time.time() + 30
+            while video.evaluate("v => v.videoWidth") == 0 and time.time() < deadline:
+                time.sleep(0.1)
             page.click("#webcam-capture")
             page.wait_for_selector("#status.error")
             assert "no face" in page.inner_text("#status")
