@@ -10,6 +10,7 @@ the same folder embeds only images not seen before, places their faces among the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -22,7 +23,7 @@ import numpy as np
 
 from facelens.analysis.quality import QUALITY_FLOOR, FaceQuality
 from facelens.cluster.graph import chinese_whispers, cluster_labels, knn_graph, relabel
-from facelens.errors import ConfigError, FacelensError, NotFoundError
+from facelens.errors import FacelensError, NotFoundError
 from facelens.io import decode_image, expand_paths, sha256_file
 from facelens.models.registry import threshold_for
 from facelens.pipeline import FaceAnalyzer
@@ -122,13 +123,15 @@ class Collection:
 
     # -- scanning --------------------------------------------------------------------------------
     def scan(self, root: str | os.PathLike[str],
-             on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+             on_result: Callable[[dict[str, Any]], None] | None = None,
+             confine_to: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
         """Detect and embed every face of every image under `root` not already in the collection.
-        One bad file is reported (status "error") and the rest go on."""
+        One bad file is reported (status "error") and the rest go on. With `confine_to`, images whose
+        real path (links followed) is outside that folder are left out (a server's photos root)."""
         root = Path(root)
         if not root.exists():
             raise ClusterError(f"{root}: no such folder")
-        paths = expand_paths([str(root)])
+        paths = expand_paths([str(root)], confine_to=confine_to)
         analyzer = self._analyzer()
         conn = self.connect()
         bound = self.db.meta("recognizer")
@@ -145,6 +148,9 @@ class Collection:
                     entry.update(self._add_image(path, digest, analyzer))
             except (FacelensError, OSError) as exc:
                 entry.update(status="error", error=str(exc))
+            except Exception as exc:  # one odd image must not end the scan of a whole collection
+                logging.getLogger("facelens").exception("unexpected error on %s", path)
+                entry.update(status="error", error=f"{path}: internal error ({type(exc).__name__}: {exc})")
             report.append(entry)
             if on_result:
                 on_result(entry)
@@ -203,7 +209,8 @@ class Collection:
         if incremental and known.any() and not known.all():
             mode = "incremental"
             r, c, s = knn_graph(vectors, k=self.k, threshold=threshold)
-            start = np.where(known, previous, len(ids) + np.arange(len(ids)))  # new faces: own labels
+            # new faces: labels of their own, above every cluster id in use (ids are not 0..C-1)
+            start = np.where(known, previous, max(len(ids), int(previous.max()) + 1) + np.arange(len(ids)))
             raw = chinese_whispers(len(ids), r, c, s, seed=seed, labels=start, frozen=known)
             labels = raw
         elif incremental and known.all():
@@ -213,8 +220,9 @@ class Collection:
             labels = cluster_labels(vectors, threshold, k=self.k, min_size=1, seed=seed)
         labels = self._apply_corrections(ids, labels)
         labels = relabel(labels, self.min_size)
-        names = self._names_for(ids, labels)
         with self.db.transaction() as tx:
+            labels = self._stable_ids(tx, labels, previous)
+            names = self._names_for(ids, labels)
             tx.executemany("UPDATE faces SET cluster=? WHERE id=?",
                            [(int(lab), int(i)) for i, lab in zip(ids, labels, strict=True)])
             tx.execute("INSERT INTO meta VALUES ('names', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -222,6 +230,33 @@ class Collection:
         return {"faces": len(ids), "clusters": int(labels.max() + 1) if (labels >= 0).any() else 0,
                 "unassigned": int((labels < 0).sum()), "set_aside": set_aside, "mode": mode,
                 "threshold": threshold, "far": self.far, "seconds": round(time.perf_counter() - started, 3)}
+
+    @staticmethod
+    def _stable_ids(tx: sqlite3.Connection, labels: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        """Cluster ids that are never reused: a cluster that carries on (most faces of an old cluster) keeps
+        that cluster's id, every other cluster gets a new id from a counter in meta. A stale "name 5" or
+        "merge 3 5" can then only mean the group it meant, or nothing ("no cluster 5")."""
+        row = tx.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key='last_cluster_id'").fetchone()
+        used_max = int(tx.execute("SELECT COALESCE(MAX(cluster), -1) FROM faces").fetchone()[0])
+        last = max(int(row[0]) if row else -1, used_max)
+        pairs = []
+        for label in np.unique(labels[labels >= 0]):
+            before = previous[(labels == label) & (previous >= 0)]
+            values, counts = np.unique(before, return_counts=True)
+            pairs += [(-int(c), int(label), int(v)) for v, c in zip(values, counts, strict=True)]
+        mapping: dict[int, int] = {}
+        taken: set[int] = set()
+        for _, label, old in sorted(pairs):  # the biggest overlap keeps the old id
+            if label not in mapping and old not in taken:
+                mapping[label] = old
+                taken.add(old)
+        for label in np.unique(labels[labels >= 0]):  # by size: a first clustering numbers 0, 1, ... biggest first
+            if int(label) not in mapping:
+                last += 1
+                mapping[int(label)] = last
+        tx.execute("INSERT INTO meta VALUES ('last_cluster_id', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                   (str(last),))
+        return np.array([mapping.get(int(x), -1) for x in labels], np.int64)
 
     def _corrections(self) -> list[tuple[str, int, int | None, str | None]]:
         return self.connect().execute("SELECT kind, face_a, face_b, name FROM corrections ORDER BY id").fetchall()
@@ -321,9 +356,9 @@ class Collection:
                          (kind, face_id, other, None, time.time()))
 
     def name(self, cluster: int, name: str) -> None:
-        name = name.strip()
-        if not name:
-            raise ConfigError("a name cannot be empty")
+        from facelens.gallery.store import clean_name
+
+        name = clean_name(name)  # the gallery's rules: a named cluster can be enrolled under this name
         self._record("name", self._cluster_faces(cluster)[0], name=name)
         self.cluster()
 
@@ -339,7 +374,8 @@ class Collection:
             c.face_ids.append(face_id)
             if path not in c.images:
                 c.images.append(path)
-        return list(out.values())
+        # biggest first (ids are stable across runs, so they no longer say anything about size)
+        return sorted(out.values(), key=lambda c: (-len(c.face_ids), c.id))
 
     def summary(self) -> dict[str, Any]:
         conn = self.connect()

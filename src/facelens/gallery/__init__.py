@@ -9,10 +9,12 @@ search index, rebuilt from the database whenever it is missing, stale or corrupt
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as _dt
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -25,14 +27,32 @@ import cv2
 import numpy as np
 
 from facelens.errors import ConfigError, FacelensError, NoFaceError, QualityError
-from facelens.gallery.store import GalleryError, GalleryNotFound, Person, SQLiteStore
+from facelens.gallery.store import (
+    DuplicateFace,
+    GalleryCorrupt,
+    GalleryError,
+    GalleryMissing,
+    GalleryNotFound,
+    GalleryReadOnly,
+    Person,
+    SQLiteStore,
+    clean_name,
+    metadata_json,
+    valid_id,
+)
 from facelens.io import ImageSource, decode_image, sha256_file
 from facelens.models.registry import threshold_for
 from facelens.pipeline import FaceAnalyzer, source_label
+from facelens.sqlite import make_private_dir, private_file
 from facelens.types import Face
 
 DB_NAME = "gallery.sqlite"
 THUMBNAIL_SIZE = 112
+# the embedding size of each recognizer (an import is checked against it before the gallery is bound)
+RECOGNIZER_DIMS = {"arcface-mbf": 512, "dlib-resnet": 128}
+NORM_TOLERANCE = 1e-2  # stored embeddings are unit vectors: |norm - 1| below this
+IMPORT_LINE_MAX = 4 << 20  # bytes: a record holds a few faces (~5 KiB each) and <= 64 KiB of metadata
+THUMBNAIL_MAX = 256 * 1024
 
 
 def default_gallery_path() -> Path:
@@ -70,6 +90,19 @@ class Identification:
         return {"bbox": self.face.to_dict(embedding=False)["bbox"], "det_score": round(self.face.det_score, 4),
                 "identity": self.identity or "unknown", "threshold": round(self.threshold, 5),
                 "matches": [m.to_dict() for m in self.matches]}
+
+
+def image_digest(image: ImageSource) -> str | None:
+    """The content hash that identifies an enrolled image: sha256 of a file's (or a byte string's) bytes;
+    of the pixels (with their shape) for an array or a PIL image."""
+    if isinstance(image, str | os.PathLike):
+        return sha256_file(image)
+    if isinstance(image, bytes | bytearray | memoryview):
+        return hashlib.sha256(image).hexdigest()
+    pixels = np.ascontiguousarray(np.asarray(image))
+    digest = hashlib.sha256(f"pixels:{pixels.shape}:{pixels.dtype}:".encode())
+    digest.update(pixels.tobytes())
+    return digest.hexdigest()
 
 
 def face_thumbnail(pixels: np.ndarray, face: Face) -> bytes:
@@ -110,6 +143,21 @@ class Gallery:
                 raise GalleryError(f"{self.path}: not a directory")
             self._store = SQLiteStore(self.path / DB_NAME)
         return self._store
+
+    def _existing(self) -> SQLiteStore:
+        """The store of a gallery that exists. Reads never create one: a typo in a path must not answer
+        "nobody here" (every face "unknown"), it must say there is no gallery."""
+        if self.path.exists() and not self.path.is_dir():
+            raise GalleryError(f"{self.path}: not a directory, so not a gallery")
+        if not (self.path / DB_NAME).exists():
+            raise GalleryMissing(f"no gallery at {self.path}; enroll someone first")
+        return self.store
+
+    def init(self) -> Gallery:
+        """Create the gallery (an empty database) if there is none yet; a server calls this at start-up
+        so that listing an empty gallery answers an empty list rather than "no gallery"."""
+        self.store.connect()
+        return self
 
     def _analyzer(self) -> FaceAnalyzer:
         if self.analyzer is None:
@@ -165,8 +213,7 @@ class Gallery:
 
     def index_info(self, rebuild: bool = False) -> dict[str, Any]:
         """What the search index is and holds; `rebuild` drops it and builds it again from SQLite."""
-        if not (self.path / DB_NAME).exists():
-            raise GalleryError(f"{self.path}: no gallery here yet")
+        self._existing()
         with self._lock:
             if rebuild:
                 self.index.drop()
@@ -204,16 +251,52 @@ class Gallery:
 
     # -- enroll ----------------------------------------------------------------------------------
     def enroll(self, name: str, images: list[ImageSource], largest: bool = False,
-               metadata: dict[str, Any] | None = None) -> list[int]:
-        """Add one face per image to `name` (created if new), all in one transaction.
+               metadata: dict[str, Any] | None = None, allow_duplicate: bool = False) -> list[int]:
+        """Add one face per image to `name` (created if new, with `metadata`), all in one transaction.
 
         An image with no face, with several faces unless `largest`, or whose face is below the quality
         floor, is refused with the reason and nothing is written: a gallery polluted by a wrong or
-        unusable face is worse than a retry.
+        unusable face is worse than a retry. So is an image already enrolled (same content hash), for
+        this person or another one (`DuplicateFace`), unless `allow_duplicate`: identical biometric
+        data under two names survives forgetting one of them.
         """
-        name = name.strip()
-        if not name:
-            raise ConfigError("a person's name cannot be empty")
+        name = clean_name(name)
+        if metadata is not None:
+            metadata_json(metadata)
+        prepared = self._prepare(images, largest)
+        started = time.perf_counter()
+        with self.store.transaction() as conn:
+            # the name is resolved inside the write transaction: a concurrent rename or forget cannot
+            # slip between the lookup and the insert
+            self.store.bind_recognizer(conn, self._analyzer().recognizer, len(prepared[0][0].embedding))  # type: ignore[arg-type]
+            person_id = self.store.ensure_person(conn, name, metadata)
+            ids = self._add_prepared(conn, person_id, name, prepared, allow_duplicate)
+        self.timings["store_s"] += time.perf_counter() - started
+        return ids
+
+    def add_faces(self, person_id: int, images: list[ImageSource], largest: bool = False,
+                  allow_duplicate: bool = False) -> list[int]:
+        """Add one face per image to the existing person `person_id` (same refusals as `enroll`).
+
+        The person is looked up by id inside the write transaction: if they were forgotten (or merged
+        away) meanwhile, `GalleryNotFound` is raised and nothing is written; a forgotten person never
+        comes back, and a rename meanwhile does not matter."""
+        if not valid_id(person_id):
+            raise GalleryNotFound(f"no person {person_id!r} in the gallery")
+        self._existing().person(person_id)  # fail before running the models
+        prepared = self._prepare(images, largest)
+        started = time.perf_counter()
+        with self.store.transaction() as conn:
+            person = self.store.person(person_id, conn)
+            self.store.bind_recognizer(conn, self._analyzer().recognizer, len(prepared[0][0].embedding))  # type: ignore[arg-type]
+            conn.execute("UPDATE people SET updated=? WHERE id=?", (time.time(), person.id))
+            ids = self._add_prepared(conn, person.id, person.name, prepared, allow_duplicate)
+        self.timings["store_s"] += time.perf_counter() - started
+        return ids
+
+    def _prepare(self, images: list[ImageSource], largest: bool) -> list[tuple[Face, str | None, bytes,
+                                                                              float | None, str]]:
+        """Detect, check and embed one face per image (outside any transaction: this is the slow part)."""
         if not images:
             raise ConfigError("enroll needs at least one image")
         analyzer = self._analyzer()
@@ -231,21 +314,36 @@ class Gallery:
             face = max(faces, key=lambda f: f.area)
             analyzer.embed(decoded.pixels, [face])
             quality = self._check_quality(label, decoded.pixels, face)
-            digest = sha256_file(image) if isinstance(image, str | os.PathLike) else None
+            digest = image_digest(image)
             thumb = face_thumbnail(decoded.pixels, face)
             face.rescale(decoded.scale)
-            prepared.append((face, digest, thumb, quality))
-        dim = len(prepared[0][0].embedding)  # type: ignore[arg-type]
-        analyzed = time.perf_counter()
-        self.timings["analyze_s"] += analyzed - started
-        with self.store.transaction() as conn:
-            self.store.bind_recognizer(conn, analyzer.recognizer, dim)
-            person_id = self.store.ensure_person(conn, name, metadata)
-            ids = [self.store.add_face(conn, person_id, f.embedding, analyzer.recognizer, digest,  # type: ignore[arg-type]
-                                       [round(float(v), 2) for v in f.bbox], f.det_score, quality, thumb)
-                   for f, digest, thumb, quality in prepared]
-        self.timings["store_s"] += time.perf_counter() - analyzed
+            prepared.append((face, digest, thumb, quality, label))
+        self.timings["analyze_s"] += time.perf_counter() - started
+        return prepared
+
+    def _add_prepared(self, conn: Any, person_id: int, name: str, prepared: list[Any],
+                      allow_duplicate: bool) -> list[int]:
+        ids = []
+        recognizer = self._analyzer().recognizer
+        for face, digest, thumb, quality, label in prepared:
+            if digest and not allow_duplicate:
+                self._refuse_duplicate(conn, digest, person_id, name, label)
+            ids.append(self.store.add_face(conn, person_id, face.embedding, recognizer, digest,  # type: ignore[arg-type]
+                                           [round(float(v), 2) for v in face.bbox], face.det_score, quality, thumb))
         return ids
+
+    def _refuse_duplicate(self, conn: Any, digest: str, person_id: int, name: str, label: str) -> None:
+        """Checked inside the write transaction, so two writers cannot both add the same image."""
+        owner = self.store.image_owner(conn, digest)
+        if owner is None:
+            return
+        face_id, owner_id, owner_name = owner
+        if owner_id == person_id:
+            raise DuplicateFace(f"{label}: already enrolled for {name!r} (face {face_id}); nothing enrolled",
+                                face_id, owner_id, owner_name, True)
+        raise DuplicateFace(f"{label}: this image is already enrolled under another person, {owner_name!r} "
+                            f"(person {owner_id}, face {face_id}); nothing enrolled (allow_duplicate=True to "
+                            "enroll it anyway)", face_id, owner_id, owner_name, False)
 
     def _check_quality(self, label: str, pixels: np.ndarray, face: Face) -> float | None:
         """The face's quality score; a `QualityError` naming the weakest part if below the floor."""
@@ -277,11 +375,16 @@ class Gallery:
             entry: dict[str, Any] = {"path": str(path), "person": person}
             try:
                 digest = sha256_file(path)
-                if self._has_image(person, digest):
+                if self._has_image(person, digest):  # a quick skip before the models; enroll re-checks
                     entry["status"] = "already enrolled"
                 else:
                     entry["face_ids"] = self.enroll(person, [path], largest=largest)
                     entry["status"] = "enrolled"
+            except DuplicateFace as exc:
+                # the same person: enrolled by a concurrent import meanwhile, or the same file twice
+                entry["status"] = "already enrolled" if exc.same_person else "error"
+                if not exc.same_person:
+                    entry["error"] = str(exc)
             except (FacelensError, OSError) as exc:
                 entry["status"] = "error"
                 entry["error"] = str(exc)
@@ -302,8 +405,10 @@ class Gallery:
     # -- search ----------------------------------------------------------------------------------
     def search(self, embedding: np.ndarray, top_k: int = 5) -> list[Match]:
         """The best face of each of the `top_k` closest people, by cosine similarity."""
-        if not (self.path / DB_NAME).exists():
-            return []
+        store = self._existing()
+        dim = int(store.meta("dim") or 0)
+        if dim and np.asarray(embedding).size != dim:
+            raise GalleryError(f"a {np.asarray(embedding).size}-d embedding cannot search this gallery of {dim}-d ones")
         with self._lock:
             self.index.sync(self.store)
             total = self.index.size
@@ -328,6 +433,7 @@ class Gallery:
     def identify(self, image: ImageSource, top_k: int = 5, far: float = 1e-3) -> list[Identification]:
         """Every face of an image against the gallery: top-k people and a name, or unknown below the
         threshold calibrated for the recognizer at false-match rate `far`."""
+        self._existing()
         analyzer = self._analyzer()
         self._check_recognizer()
         threshold = threshold_for(analyzer.recognizer, far, analyzer.flip)
@@ -335,16 +441,20 @@ class Gallery:
                 for face in analyzer.analyze(image)]
 
     # -- management ------------------------------------------------------------------------------
-    def people(self) -> list[Person]:
-        return self.store.people() if (self.path / DB_NAME).exists() else []
+    def people(self, limit: int | None = None, offset: int = 0, after_id: int | None = None) -> list[Person]:
+        """Everyone, by name; `limit`/`offset` for a page, or `after_id` (with `limit`) for a cursor in id
+        order that stays stable while others enroll or forget (next page: after the last id seen)."""
+        return self._existing().people(limit, offset, after_id)
 
-    def person(self, name: str) -> Person:
-        return self.store.person(name)
+    def person(self, name: str | int) -> Person:
+        """A person by name, or by id (an int)."""
+        return self._existing().person(name)
 
-    def faces(self, name: str) -> list[dict[str, Any]]:
+    def faces(self, name: str | int) -> list[dict[str, Any]]:
         """The enrolled faces of a person: id, box, detection score, source image hash, date (no vectors)."""
-        person = self.store.person(name)
-        rows = self.store.connect().execute(
+        store = self._existing()
+        person = store.person(name)
+        rows = store.connect().execute(
             "SELECT id, bbox, det_score, image_sha256, recognizer, created FROM faces WHERE person_id=? ORDER BY id",
             (person.id,),
         ).fetchall()
@@ -352,93 +462,166 @@ class Gallery:
                  "image_sha256": r[3], "recognizer": r[4], "created": r[5]} for r in rows]
 
     def export(self, target: str | os.PathLike[str]) -> int:
-        """Write every person and face (embeddings and thumbnails included) as JSON lines; returns faces."""
-        conn = self.store.connect()
+        """Write every person and face (embeddings and thumbnails included) as JSON lines; returns faces.
+        Written to `<target>.tmp` (0600: it holds biometric data) and renamed, so a reader never sees
+        half a file."""
+        store = self._existing()
+        target = Path(target)
+        if target.is_dir():
+            raise GalleryError(f"{target}: is a directory; give a file name to export to")
+        conn = store.connect()
+        tmp = target.with_name(target.name + ".tmp")
         count = 0
-        tmp = Path(target).with_name(Path(target).name + ".tmp")
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps({"facelens_gallery": 1, "recognizer": self.recognizer}) + "\n")
-            for person in self.store.people():
-                rows = conn.execute("SELECT embedding, recognizer, image_sha256, bbox, det_score, quality, thumbnail "
-                                    "FROM faces WHERE person_id=? ORDER BY id", (person.id,)).fetchall()
-                faces = [{"embedding": base64.b64encode(r[0]).decode(), "recognizer": r[1], "image_sha256": r[2],
-                          "bbox": json.loads(r[3]) if r[3] else None, "det_score": r[4], "quality": r[5],
-                          "thumbnail": base64.b64encode(r[6]).decode() if r[6] else None} for r in rows]
-                fh.write(json.dumps({"name": person.name, "metadata": person.metadata, "faces": faces}) + "\n")
-                count += len(faces)
-        tmp.replace(target)
+        try:
+            with private_file(tmp) as fh:
+                fh.write(json.dumps({"facelens_gallery": 1, "recognizer": self.recognizer}) + "\n")
+                conn.execute("BEGIN")  # one snapshot: a concurrent write cannot tear the export
+                try:
+                    for person in store.people():
+                        rows = conn.execute(
+                            "SELECT embedding, recognizer, image_sha256, bbox, det_score, quality, thumbnail "
+                            "FROM faces WHERE person_id=? ORDER BY id", (person.id,)).fetchall()
+                        faces = [{"embedding": base64.b64encode(r[0]).decode(), "recognizer": r[1],
+                                  "image_sha256": r[2], "bbox": json.loads(r[3]) if r[3] else None,
+                                  "det_score": r[4], "quality": r[5],
+                                  "thumbnail": base64.b64encode(r[6]).decode() if r[6] else None} for r in rows]
+                        fh.write(json.dumps({"name": person.name, "metadata": person.metadata, "faces": faces}) + "\n")
+                        count += len(faces)
+                finally:
+                    conn.execute("COMMIT")
+            tmp.replace(target)
+        except OSError as exc:
+            _remove(tmp)
+            raise GalleryError(f"{target}: cannot write the export ({exc.strerror or exc}); nothing written") from None
+        except BaseException:
+            _remove(tmp)
+            raise
         return count
 
-    def import_export(self, source: str | os.PathLike[str]) -> int:
-        """Load a file written by `export` in one transaction (all or nothing); returns faces added."""
-        lines = Path(source).read_text().splitlines()
+    def import_export(self, source: str | os.PathLike[str], allow_duplicate: bool = False) -> int:
+        """Load a file written by `export` in one transaction; returns faces added.
+
+        Every record is checked before it is written (a JSON object; a valid name and metadata; faces of
+        the file's recognizer, which must be the gallery's; embeddings that decode to finite unit vectors
+        of the recognizer's size; boxes, scores, hashes and thumbnails of the right types) and the first
+        bad one refuses the whole file with its line number: nothing is imported. A face whose image is
+        already enrolled for the same person is skipped (a re-import adds nothing); for another person
+        it refuses the file unless `allow_duplicate`."""
+        source = Path(source)
         try:
-            header = json.loads(lines[0]) if lines else {}
-            records = [json.loads(line) for line in lines[1:] if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise GalleryError(f"{source}: not a facelens gallery export ({exc})") from None
-        if header.get("facelens_gallery") != 1:
-            raise GalleryError(f"{source}: not a facelens gallery export")
+            fh = open(source, encoding="utf-8", errors="strict")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise GalleryError(f"{source}: cannot read ({exc.strerror or exc})") from None
         added = 0
-        with self.store.transaction() as conn:
-            for record in records:
-                person_id = self.store.ensure_person(conn, record["name"], record.get("metadata"))
-                for face in record["faces"]:
-                    vector = np.frombuffer(base64.b64decode(face["embedding"]), dtype=np.float32)
-                    self.store.bind_recognizer(conn, face["recognizer"], len(vector))
-                    thumb = base64.b64decode(face["thumbnail"]) if face.get("thumbnail") else None
-                    self.store.add_face(conn, person_id, vector, face["recognizer"], face.get("image_sha256"),
-                                        face.get("bbox"), face.get("det_score"), face.get("quality"), thumb)
-                    added += 1
+        with fh:
+            lineno = 0
+
+            def bad(reason: str) -> GalleryError:
+                return GalleryError(f"{source}, line {lineno}: {reason}; nothing imported")
+
+            try:
+                lineno = 1
+                header = _json_object(fh.readline(IMPORT_LINE_MAX + 1), "header")
+                if header.get("facelens_gallery") != 1:
+                    raise ValueError("not a facelens gallery export")
+                recognizer = header.get("recognizer")
+                if recognizer is not None and recognizer not in RECOGNIZER_DIMS:
+                    raise ValueError(f"unknown recognizer {recognizer!r}")
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise GalleryError(f"{source}: not a facelens gallery export (line 1: {exc})") from None
+            with self.store.transaction() as conn:
+                bound = conn.execute("SELECT value FROM meta WHERE key='recognizer'").fetchone()
+                if bound and recognizer is not None and bound[0] != recognizer:
+                    raise bad(f"the file holds {recognizer} embeddings; this gallery holds {bound[0]} ones")
+                dim = RECOGNIZER_DIMS.get(recognizer or "", 0)
+                while True:
+                    lineno += 1
+                    try:
+                        line = fh.readline(IMPORT_LINE_MAX + 1)
+                    except UnicodeDecodeError:
+                        raise bad("not UTF-8 text") from None
+                    if not line:
+                        break
+                    if len(line) > IMPORT_LINE_MAX:
+                        raise bad(f"line longer than {IMPORT_LINE_MAX >> 20} MiB")
+                    if not line.strip():
+                        continue
+                    try:
+                        name, metadata, faces = _check_record(line, recognizer, dim)
+                    except (ValueError, ConfigError) as exc:
+                        raise bad(str(exc)) from None
+                    if faces:
+                        self.store.bind_recognizer(conn, recognizer, dim)  # type: ignore[arg-type]
+                    person_id = self.store.ensure_person(conn, name, metadata)
+                    for face in faces:
+                        digest = face["image_sha256"]
+                        owner = self.store.image_owner(conn, digest) if digest and not allow_duplicate else None
+                        if owner and owner[1] == person_id:
+                            continue
+                        if owner:
+                            raise bad(f"a face of {name!r} is an image already enrolled under {owner[2]!r} "
+                                      f"(person {owner[1]}, face {owner[0]})")
+                        self.store.add_face(conn, person_id, face["vector"], recognizer, digest,  # type: ignore[arg-type]
+                                            face["bbox"], face["det_score"], face["quality"], face["thumbnail"])
+                        added += 1
         return added
 
     def create_person(self, name: str, metadata: dict[str, Any] | None = None) -> Person:
-        """A person with no face yet (faces are added by `enroll`)."""
-        name = name.strip()
-        if not name:
-            raise ConfigError("a person's name cannot be empty")
+        """A person with no face yet (faces are added by `add_faces` or `enroll`)."""
+        name = clean_name(name)
+        metadata_json(metadata)
         with self.store.transaction() as conn:
             if conn.execute("SELECT 1 FROM people WHERE name=?", (name,)).fetchone():
                 raise GalleryError(f"a person named {name!r} already exists")
-            self.store.ensure_person(conn, name, metadata)
-        return self.store.person(name)
+            person_id = self.store.new_person(conn, name, metadata)
+        return self.store.person(person_id)
 
-    def set_metadata(self, name: str, metadata: dict[str, Any]) -> Person:
-        person = self.store.person(name)
-        with self.store.transaction() as conn:
-            conn.execute("UPDATE people SET metadata=?, updated=? WHERE id=?",
-                         (json.dumps(metadata), time.time(), person.id))
-        return self.store.person(person.id)
+    def set_metadata(self, name: str | int, metadata: dict[str, Any]) -> Person:
+        text = metadata_json(metadata)
+        store = self._existing()
+        with store.transaction() as conn:
+            person = store.person(name, conn)
+            conn.execute("UPDATE people SET metadata=?, updated=? WHERE id=?", (text, time.time(), person.id))
+        return store.person(person.id)
 
     def thumbnail(self, face_id: int) -> bytes:
         """The JPEG thumbnail stored with a face."""
-        row = self.store.connect().execute("SELECT thumbnail FROM faces WHERE id=?", (face_id,)).fetchone()
+        store = self._existing()
+        row = store.connect().execute("SELECT thumbnail FROM faces WHERE id=?", (face_id,)).fetchone() \
+            if valid_id(face_id) else None
         if row is None or not row[0]:
             raise GalleryNotFound(f"no thumbnail for face {face_id} in the gallery")
         return bytes(row[0])
 
-    def rename(self, old: str, new: str) -> None:
-        new = new.strip()
-        if not new:
-            raise ConfigError("a person's name cannot be empty")
-        person = self.store.person(old)
-        with self.store.transaction() as conn:
-            if conn.execute("SELECT 1 FROM people WHERE name=?", (new,)).fetchone():
+    def rename(self, old: str | int, new: str) -> None:
+        """Rename a person. Renaming to the current name does nothing; changing only the case works."""
+        new = clean_name(new)
+        store = self._existing()
+        with store.transaction() as conn:
+            person = store.person(old, conn)
+            if new == person.name:
+                return
+            other = conn.execute("SELECT id FROM people WHERE name=?", (new,)).fetchone()
+            if other and other[0] != person.id:
                 raise GalleryError(f"a person named {new!r} already exists; merge instead")
             conn.execute("UPDATE people SET name=?, updated=? WHERE id=?", (new, time.time(), person.id))
 
-    def merge(self, source: str, target: str) -> int:
+    def merge(self, source: str | int, target: str | int) -> int:
         """Move every face of `source` to `target` and delete `source`; returns the faces moved."""
-        a, b = self.store.person(source), self.store.person(target)
-        if a.id == b.id:
-            raise GalleryError("cannot merge a person into itself")
-        with self.store.transaction() as conn:
+        store = self._existing()
+        with store.transaction() as conn:
+            a, b = store.person(source, conn), store.person(target, conn)
+            if a.id == b.id:
+                raise GalleryError("cannot merge a person into itself")
             moved = conn.execute("UPDATE faces SET person_id=? WHERE person_id=?", (b.id, a.id)).rowcount
             conn.execute("DELETE FROM people WHERE id=?", (a.id,))
         return int(moved)
 
     def remove_face(self, face_id: int) -> None:
-        with self.store.transaction() as conn:
+        store = self._existing()
+        if not valid_id(face_id):
+            raise GalleryNotFound(f"no face with id {face_id} in the gallery")
+        with store.transaction() as conn:
             if conn.execute("DELETE FROM faces WHERE id=?", (face_id,)).rowcount == 0:
                 raise GalleryNotFound(f"no face with id {face_id} in the gallery")
         self._erase_from_index()
@@ -449,14 +632,16 @@ class Gallery:
             self.index.sync(self.store)
             self.index.erase(self.store)
 
-    def forget(self, name: str) -> dict[str, Any]:
-        """Erase a person completely: rows, embeddings, thumbnails; then compact the files so the bytes
-        are gone, and write an erasure receipt (what, when, counts — no biometric data)."""
-        person = self.store.person(name)
-        with self.store.transaction() as conn:
+    def forget(self, name: str | int) -> dict[str, Any]:
+        """Erase a person (by name, or by id: an int) completely: rows, embeddings, thumbnails; then compact
+        the files so the bytes are gone, and write an erasure receipt (what, when, counts — no biometric
+        data)."""
+        store = self._existing()
+        with store.transaction() as conn:
+            person = store.person(name, conn)
             faces = conn.execute("DELETE FROM faces WHERE person_id=?", (person.id,)).rowcount
             conn.execute("DELETE FROM people WHERE id=?", (person.id,))
-        self.store.compact()
+        store.compact()
         self._erase_from_index()
         receipt = {
             "action": "forget",
@@ -466,12 +651,115 @@ class Gallery:
             "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "storage_compacted": True,
         }
+        # copies set aside by `repair` still hold whatever they held: say so rather than claim otherwise
+        damaged = sorted(p.name for p in self.path.glob(DB_NAME + ".corrupt-*")
+                         if not p.name.endswith(("-wal", "-shm")))
+        if damaged:
+            receipt["damaged_copies_not_erased"] = damaged
         folder = self.path / "receipts"
-        folder.mkdir(exist_ok=True)
+        make_private_dir(folder)
         target = folder / f"forget-{receipt['at'].replace(':', '')}-{person.id}.json"
-        target.write_text(json.dumps(receipt, indent=2) + "\n")
+        with private_file(target) as fh:
+            fh.write(json.dumps(receipt, indent=2) + "\n")
         receipt["receipt"] = str(target)
         return receipt
 
+    # -- integrity -------------------------------------------------------------------------------
+    def check(self) -> dict[str, Any]:
+        """A full check: SQLite's integrity_check, then consistency (faces without a person, embeddings of
+        the wrong length or not finite, the search index against the database). Returns a report with
+        `ok`; a damaged database is marked so (writes refused) until `repair`."""
+        from facelens.gallery.repair import check_gallery
 
-__all__ = ["FacelensError", "Gallery", "GalleryError", "Identification", "Match", "Person"]
+        return check_gallery(self)
+
+    def repair(self) -> dict[str, Any]:
+        """Rebuild the database from every row that can still be read (in a new file, renamed into place),
+        keep the damaged file as `gallery.sqlite.corrupt-<timestamp>`, drop the search index (rebuilt on
+        the next search); returns what was recovered and lost. Run it with no other process writing."""
+        from facelens.gallery.repair import repair_gallery
+
+        return repair_gallery(self)
+
+
+def _remove(path: Path) -> None:
+    if path.is_file():
+        path.unlink(missing_ok=True)
+
+
+def _json_object(line: str, what: str) -> dict[str, Any]:
+    if not line.strip():
+        raise ValueError(f"empty {what}")
+    value = json.loads(line)  # JSONDecodeError is a ValueError
+    if not isinstance(value, dict):
+        raise ValueError(f"the {what} is not a JSON object")
+    return value
+
+
+def _finite_number(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number")
+    return float(value)
+
+
+def _b64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} is not valid base64") from None
+
+
+def _check_record(line: str, recognizer: str | None, dim: int) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """One person line of an export, checked field by field (ValueError/ConfigError name the problem)."""
+    record = _json_object(line, "record")
+    name = clean_name(record.get("name"))
+    metadata = record.get("metadata") or {}
+    metadata_json(metadata)
+    faces = record.get("faces", [])
+    if not isinstance(faces, list):
+        raise ValueError("faces must be a list")
+    checked = []
+    for i, face in enumerate(faces, 1):
+        what = f"face {i} of {name!r}"
+        if not isinstance(face, dict):
+            raise ValueError(f"{what} is not a JSON object")
+        if recognizer is None:
+            raise ValueError("the header names no recognizer but the file holds faces")
+        if face.get("recognizer") != recognizer:
+            raise ValueError(f"{what}: recognizer {face.get('recognizer')!r} is not the file's {recognizer}")
+        raw = _b64(face.get("embedding"), f"{what}: the embedding")
+        if len(raw) != 4 * dim:
+            raise ValueError(f"{what}: the embedding has {len(raw) / 4:g} values; {recognizer} makes {dim}")
+        vector = np.frombuffer(raw, dtype=np.float32)
+        if not np.isfinite(vector).all():
+            raise ValueError(f"{what}: the embedding holds NaN or infinite values")
+        norm = float(np.linalg.norm(vector.astype(np.float64)))
+        if abs(norm - 1) >= NORM_TOLERANCE:
+            # a scaled vector would outscore every real match (similarity is a dot product)
+            raise ValueError(f"{what}: the embedding is not a unit vector (norm {norm:.4g})")
+        digest = face.get("image_sha256")
+        if digest is not None and (not isinstance(digest, str) or len(digest) != 64
+                                   or any(c not in "0123456789abcdef" for c in digest)):
+            raise ValueError(f"{what}: image_sha256 must be 64 lowercase hex digits")
+        bbox = face.get("bbox")
+        if bbox is not None:
+            if not isinstance(bbox, list) or len(bbox) != 4:
+                raise ValueError(f"{what}: bbox must be a list of 4 numbers")
+            bbox = [_finite_number(v, f"{what}: a bbox value") for v in bbox]
+        thumb = face.get("thumbnail")
+        if thumb is not None:
+            thumb = _b64(thumb, f"{what}: the thumbnail")
+            if len(thumb) > THUMBNAIL_MAX or not thumb.startswith(b"\xff\xd8"):
+                raise ValueError(f"{what}: the thumbnail is not a JPEG of at most {THUMBNAIL_MAX // 1024} KiB")
+        checked.append({"vector": vector, "image_sha256": digest, "bbox": bbox, "thumbnail": thumb or None,
+                        "det_score": _finite_number(face.get("det_score"), f"{what}: det_score"),
+                        "quality": _finite_number(face.get("quality"), f"{what}: quality")})
+    return name, metadata, checked
+
+
+__all__ = ["DuplicateFace", "FacelensError", "Gallery", "GalleryCorrupt", "GalleryError", "GalleryMissing",
+           "GalleryNotFound", "GalleryReadOnly", "Identification", "Match", "Person"]

@@ -248,7 +248,7 @@ class LocalIndex:
         if self._live < self._n:
             self._rebuild(store)
         lock_path = self.dir.parent / "index.lock"
-        with open(lock_path, "a+") as lock:
+        with os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if store.generation() != self.generation:  # someone wrote meanwhile: theirs or the next save wins
                 self._catch_up(store)
@@ -257,7 +257,8 @@ class LocalIndex:
                     self._rebuild(store)
             staging = self.dir.with_name(INDEX_DIR + ".new")
             shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir()
+            staging.mkdir(mode=0o700)  # the vectors are biometric data: private whatever the umask
+            os.chmod(staging, 0o700)
             np.save(staging / "vectors.npy", np.ascontiguousarray(self._vectors[: self._n]))
             np.save(staging / "ids.npy", self._ids[: self._n])
             if self._pq is not None:
@@ -274,6 +275,7 @@ class LocalIndex:
                      "checksums": {name: _crc(staging / name) for name in files}}
             (staging / "state.json").write_text(json.dumps(state, indent=1))
             for path in staging.iterdir():
+                os.chmod(path, 0o600)
                 with open(path, "rb") as fh:
                     os.fsync(fh.fileno())
             old = self.dir.with_name(INDEX_DIR + ".old")

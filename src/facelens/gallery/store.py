@@ -9,15 +9,17 @@ timestamp), faces deleted with their person by a foreign-key cascade.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from facelens.errors import FacelensError, NotFoundError
+from facelens.errors import ConfigError, FacelensError, NotFoundError
 from facelens.sqlite import SQLiteDatabase
 
 SCHEMA_VERSION = 1
@@ -44,7 +46,15 @@ CREATE TABLE IF NOT EXISTS faces (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
+CREATE INDEX IF NOT EXISTS faces_image ON faces(image_sha256);
 """
+
+NAME_MAX = 200  # characters
+METADATA_MAX = 64 * 1024  # bytes of a person's metadata as JSON
+SQLITE_INT_MAX = 2**63 - 1
+# bidirectional-text controls: a name containing them can display as another name
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+_RECEIPT_ID = re.compile(r"^forget-.*-(\d+)\.json$")
 
 
 class GalleryError(FacelensError):
@@ -53,6 +63,64 @@ class GalleryError(FacelensError):
 
 class GalleryNotFound(GalleryError, NotFoundError):
     """No such person or face in the gallery."""
+
+
+class GalleryMissing(GalleryNotFound):
+    """No gallery at that path at all (reads do not create one; the first write does)."""
+
+
+class GalleryCorrupt(GalleryError):
+    """The gallery database is damaged: `Gallery.check()` says how, `Gallery.repair()` recovers what it can."""
+
+
+class GalleryReadOnly(GalleryError):
+    """A write to a gallery whose files or folder cannot be written."""
+
+
+class DuplicateFace(GalleryError):
+    """The same image (by content hash) is already enrolled, for this person or another one."""
+
+    def __init__(self, message: str, face_id: int, person_id: int, person: str, same_person: bool) -> None:
+        super().__init__(message)
+        self.face_id, self.person_id, self.person, self.same_person = face_id, person_id, person, same_person
+
+
+def clean_name(name: object) -> str:
+    """A person's name as stored: surrounding whitespace stripped; refused (ConfigError) if empty, over
+    NAME_MAX characters, or holding control characters (category Cc: ESC, NUL, newlines, ...) or
+    bidirectional-text controls (which make a name display as something else)."""
+    if not isinstance(name, str):
+        raise ConfigError("a person's name must be a string")
+    name = name.strip()
+    if not name:
+        raise ConfigError("a person's name cannot be empty")
+    if len(name) > NAME_MAX:
+        raise ConfigError(f"a person's name cannot be longer than {NAME_MAX} characters ({len(name)} given)")
+    for ch in name:
+        if unicodedata.category(ch) == "Cc" or ch in _BIDI:
+            raise ConfigError(f"a person's name cannot contain control character U+{ord(ch):04X}")
+    return name
+
+
+def metadata_json(metadata: object) -> str:
+    """A person's metadata as stored: a JSON object of at most METADATA_MAX bytes (ConfigError otherwise)."""
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise ConfigError("a person's metadata must be a JSON object")
+    try:
+        text = json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"a person's metadata must be plain JSON ({exc})") from None
+    if len(text.encode()) > METADATA_MAX:
+        raise ConfigError(f"a person's metadata is {len(text.encode())} bytes as JSON; the limit is "
+                          f"{METADATA_MAX // 1024} KiB")
+    return text
+
+
+def valid_id(value: object) -> bool:
+    """Whether `value` can be a row id at all (an int in SQLite's range); others are simply not found."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= SQLITE_INT_MAX
 
 
 @dataclass(frozen=True)
@@ -74,8 +142,14 @@ class SQLiteStore(SQLiteDatabase):
 
     kind = "gallery"
     error = GalleryError
+    corrupt_error = GalleryCorrupt
+    readonly_error = GalleryReadOnly
+    missing_error = GalleryMissing
+    repair_hint = ("run `facelens gallery check` to see the damage and `facelens gallery repair` to rebuild the "
+                   "gallery from every row that can still be read (Gallery.check() / Gallery.repair())")
     schema = _SCHEMA
     schema_version = SCHEMA_VERSION
+    required_tables = ("meta", "people", "faces")
 
     def _before_commit(self, conn: sqlite3.Connection) -> None:
         # Every committed write bumps the generation: derived views (the search index) compare it.
@@ -92,8 +166,11 @@ class SQLiteStore(SQLiteDatabase):
                                "(use a separate gallery)")
 
     # -- people ----------------------------------------------------------------------------------
-    def person(self, name_or_id: str | int) -> Person:
-        conn = self.connect()
+    def person(self, name_or_id: str | int, conn: sqlite3.Connection | None = None) -> Person:
+        """A person by name or id (`conn`: inside a transaction, so the answer holds until it commits)."""
+        if isinstance(name_or_id, int) and not valid_id(name_or_id):
+            raise GalleryNotFound(f"no person {name_or_id!r} in the gallery")
+        conn = conn or self.connect()
         column = "id" if isinstance(name_or_id, int) else "name"
         row = conn.execute(
             f"SELECT p.id, p.name, p.metadata, COUNT(f.id), p.created, p.updated FROM people p "
@@ -103,23 +180,67 @@ class SQLiteStore(SQLiteDatabase):
             raise GalleryNotFound(f"no person {name_or_id!r} in the gallery")
         return Person(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
 
-    def people(self) -> list[Person]:
-        rows = self.connect().execute(
-            "SELECT p.id, p.name, p.metadata, COUNT(f.id), p.created, p.updated FROM people p "
-            "LEFT JOIN faces f ON f.person_id = p.id GROUP BY p.id ORDER BY p.name"
-        ).fetchall()
+    def people(self, limit: int | None = None, offset: int = 0, after_id: int | None = None) -> list[Person]:
+        """People by name; a page of them with `limit` and `offset`, or (stable under concurrent writes)
+        by id with `after_id`: the first `limit` people whose id is greater, in id order."""
+        sql = ("SELECT p.id, p.name, p.metadata, COUNT(f.id), p.created, p.updated FROM people p "
+               "LEFT JOIN faces f ON f.person_id = p.id")
+        params: list[Any] = []
+        if after_id is not None:
+            sql += " WHERE p.id > ? GROUP BY p.id ORDER BY p.id"
+            params.append(min(max(int(after_id), 0), SQLITE_INT_MAX))
+        else:
+            sql += " GROUP BY p.id ORDER BY p.name"
+        if limit is not None or offset:
+            if (limit is not None and limit < 0) or offset < 0:
+                raise ConfigError("limit and offset cannot be negative")
+            sql += " LIMIT ? OFFSET ?"
+            params += [-1 if limit is None else min(limit, SQLITE_INT_MAX), min(offset, SQLITE_INT_MAX)]
+        rows = self.connect().execute(sql, params).fetchall()
         return [Person(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5]) for r in rows]
 
-    @staticmethod
-    def ensure_person(conn: sqlite3.Connection, name: str, metadata: dict[str, Any] | None = None) -> int:
-        row = conn.execute("SELECT id FROM people WHERE name=?", (name,)).fetchone()
+    def _last_person_id(self, conn: sqlite3.Connection) -> int:
+        """The highest person id ever handed out. Ids are never reused (a stale "forget 13" must not erase
+        whoever got 13 next): a counter in meta, seeded for older galleries from the highest id still
+        there and the ids named by erasure receipts."""
+        row = conn.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key='last_person_id'").fetchone()
+        highest = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM people").fetchone()[0])
+        if row is not None:
+            return max(int(row[0]), highest)
+        receipts = self.path.parent / "receipts"
+        if receipts.is_dir():
+            for entry in receipts.iterdir():
+                match = _RECEIPT_ID.match(entry.name)
+                if match:
+                    highest = max(highest, int(match.group(1)))
+        return highest
+
+    def new_person(self, conn: sqlite3.Connection, name: str, metadata: dict[str, Any] | None = None) -> int:
+        """Insert a person (name already checked and free) with a never-used id; returns the id."""
+        person_id = self._last_person_id(conn) + 1
         now = time.time()
+        conn.execute("INSERT INTO people (id, name, metadata, created, updated) VALUES (?, ?, ?, ?, ?)",
+                     (person_id, name, metadata_json(metadata), now, now))
+        conn.execute("INSERT INTO meta VALUES ('last_person_id', ?) "
+                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(person_id),))
+        return person_id
+
+    def ensure_person(self, conn: sqlite3.Connection, name: str, metadata: dict[str, Any] | None = None) -> int:
+        """The id of the person called `name`, created (with `metadata`) if there is none; inside `conn`'s
+        transaction, so the name cannot change hands between the lookup and the write."""
+        name = clean_name(name)
+        row = conn.execute("SELECT id FROM people WHERE name=?", (name,)).fetchone()
         if row:
-            conn.execute("UPDATE people SET updated=? WHERE id=?", (now, row[0]))
+            conn.execute("UPDATE people SET updated=? WHERE id=?", (time.time(), row[0]))
             return int(row[0])
-        cur = conn.execute("INSERT INTO people (name, metadata, created, updated) VALUES (?, ?, ?, ?)",
-                           (name, json.dumps(metadata or {}), now, now))
-        return int(cur.lastrowid or 0)
+        return self.new_person(conn, name, metadata)
+
+    @staticmethod
+    def image_owner(conn: sqlite3.Connection, digest: str) -> tuple[int, int, str] | None:
+        """(face id, person id, name) of a face enrolled from the image with this content hash, if any."""
+        row = conn.execute("SELECT f.id, p.id, p.name FROM faces f JOIN people p ON p.id = f.person_id "
+                           "WHERE f.image_sha256=? ORDER BY f.id LIMIT 1", (digest,)).fetchone()
+        return (int(row[0]), int(row[1]), str(row[2])) if row else None
 
     @staticmethod
     def add_face(conn: sqlite3.Connection, person_id: int, embedding: np.ndarray, recognizer: str,
