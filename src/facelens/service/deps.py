@@ -23,6 +23,7 @@ import numpy as np
 from fastapi import Depends, Query, Request
 from fastapi import Path as PathParam
 from pydantic import Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facelens.service.jobs import JobRunner
 from facelens.service.keys import ApiKey, KeyStore
@@ -217,6 +218,8 @@ async def read_images(request: Request, names: tuple[str, ...], limit: int) -> d
     if content_type.startswith("multipart/form-data"):
         try:
             form = await request.form(max_files=len(names) + 2, max_fields=16)
+        except StarletteHTTPException:
+            raise  # the body limit, hit while the parser was reading: 413, not "malformed"
         except Exception as exc:  # malformed multipart: the parser's own errors vary
             raise ApiError(400, "invalid_request", f"unreadable multipart body ({exc})") from None
         for name in names:
