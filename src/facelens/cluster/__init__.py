@@ -27,7 +27,7 @@ from facelens.errors import FacelensError, NotFoundError
 from facelens.io import decode_image, expand_paths, sha256_file
 from facelens.models.registry import threshold_for
 from facelens.pipeline import FaceAnalyzer
-from facelens.sqlite import SQLiteDatabase
+from facelens.sqlite import SQLiteDatabase, private_file
 
 DB_NAME = "collection.sqlite"
 MIN_FACE_PX = 32  # shorter box side below which a face is set aside: too small to recognise reliably
@@ -410,8 +410,9 @@ class Collection:
         clusters = self.clusters()
         summary = self.summary()
         json_path = self.path / "clusters.json"
-        json_path.write_text(json.dumps({"summary": summary, "clusters": [c.to_dict() for c in clusters]},
-                                        indent=1))
+        # both outputs hold personal data (photo paths; the sheet inlines face thumbnails): owner-only
+        with private_file(json_path) as fh:
+            fh.write(json.dumps({"summary": summary, "clusters": [c.to_dict() for c in clusters]}, indent=1))
         html_path = self.path / "contact_sheet.html"
         write_contact_sheet(self, clusters, summary, html_path)
         return json_path, html_path

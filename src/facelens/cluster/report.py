@@ -7,6 +7,8 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from facelens.sqlite import private_file
+
 if TYPE_CHECKING:
     from facelens.cluster import Cluster, Collection
 
@@ -48,5 +50,6 @@ def write_contact_sheet(collection: Collection, clusters: list[Cluster], summary
         parts.append("<div class=row><h2>Unassigned <span class=muted>(no confident match)</span></h2>"
                      f"<div class=faces>{''.join(_img(thumbs.get(f), f'face {f}') for f in lone)}</div></div>")
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(parts) + "\n")
+    with private_file(tmp) as fh:  # face thumbnails inside: owner-only
+        fh.write("\n".join(parts) + "\n")
     tmp.replace(path)

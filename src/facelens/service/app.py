@@ -31,6 +31,7 @@ from facelens.errors import (
     NotFoundError,
     QualityError,
 )
+from facelens.gallery.store import DuplicateFace, GalleryCorrupt, GalleryReadOnly
 from facelens.service.deps import ApiError, Service, error_body
 from facelens.service.keys import SCOPES
 from facelens.service.middleware import BodySizeLimit, RequestMetrics, SecurityHeaders
@@ -58,6 +59,9 @@ class ServiceConfig:
 
 # a FacelensError subclass -> (status, stable code); the first match in order wins
 _ERROR_MAP: list[tuple[type[Exception], int, str]] = [
+    (GalleryCorrupt, 503, "gallery_damaged"),  # an operator must run `facelens gallery check` / `repair`
+    (GalleryReadOnly, 503, "read_only"),
+    (DuplicateFace, 409, "duplicate"),
     (NotFoundError, 404, "not_found"),
     (ImageError, 400, "bad_image"),
     (NoFaceError, 422, "no_face"),

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from facelens.io import decode_image
 from facelens.service.deps import (
     Admin,
     ApiError,
@@ -138,10 +137,10 @@ async def add_face(request: Request, person_id: PersonId, _: Enroll, service: Se
     data = (await read_images(request, ("image",), service.upload_limit))["image"]
 
     def work() -> dict[str, Any]:
-        pixels = decode_image(data).pixels
         with service.write_lock:
-            # the person is resolved by id inside the write transaction: forgotten meanwhile = 404
-            ids = service.gallery.add_faces(person_id, [pixels], largest=largest)
+            # the person is resolved by id inside the write transaction: forgotten meanwhile = 404; the raw
+            # bytes (not decoded pixels) so the duplicate check matches the same photo enrolled as a file
+            ids = service.gallery.add_faces(person_id, [data], largest=largest)
         service.metrics.count("facelens_enrolled_faces_total", len(ids))
         return {"person_id": person_id, "face_ids": ids}
 
