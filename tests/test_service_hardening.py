@@ -235,3 +235,24 @@ def test_real_server_cuts_a_chunked_300mb_body_off_at_the_limit(tmp_path):
             assert r.status_code == 201
     finally:
         server.stop()
+
+
+# -- 1 over REST: the crowd that crashed head pose is analysed, and enrolling its largest face answers -----
+def test_the_tiny_crowd_is_analysed_and_enrolled_without_a_500(env, data):
+    import cv2
+    import numpy as np
+
+    client, keys, _ = env
+    crowd = np.tile(cv2.imread(str(data / "groups/CompreFace__016_8.jpg")), (4, 4, 1))
+    ok, jpg = cv2.imencode(".jpg", crowd, [cv2.IMWRITE_JPEG_QUALITY, 70])
+    assert ok and len(jpg) < 1024 * 1024
+    upload = {"image": ("tiled.jpg", jpg.tobytes(), "image/jpeg")}
+    r = client.post("/v1/analyze", headers=keys["read"], files=upload)
+    assert r.status_code == 200, r.text
+    faces = r.json()["faces"]
+    assert len(faces) >= 120  # the automatic second pass finds the crowd's small faces
+    assert all("yaw" in f["attributes"]["pose"] or "unknown" in f["attributes"]["pose"] for f in faces)
+    pid = client.post("/v1/gallery/people", headers=keys["enroll"], json={"name": "crowd"}).json()["id"]
+    r = client.post(f"/v1/gallery/people/{pid}/faces?largest=true", headers=keys["enroll"], files=upload)
+    assert r.status_code in (201, 422), r.text  # enrolled, or refused by the quality floor: never a 500
+    client.delete(f"/v1/gallery/people/{pid}", headers=keys["admin"])
