@@ -75,67 +75,33 @@ def _uri(path: Path, **params: str) -> str:
     return "file:" + urllib.parse.quote(str(path.resolve())) + "?" + urllib.parse.urlencode(params)
 
 
+def _translating(name: str) -> Any:
+    """A cursor method that turns sqlite3 errors into the database's own error (programming errors, which
+    are our bugs, pass through unchanged)."""
+    method = getattr(sqlite3.Cursor, name)
+
+    def wrapper(self: _Cursor, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except sqlite3.ProgrammingError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise self.connection._db._translate(exc) from None  # type: ignore[attr-defined]
+
+    wrapper.__name__ = name
+    return wrapper
+
+
 class _Cursor(sqlite3.Cursor):
     """A cursor whose every step translates sqlite3 errors into the database's own error."""
 
-    def _fail(self, exc: sqlite3.DatabaseError) -> FacelensError:
-        return self.connection._db._translate(exc)  # type: ignore[attr-defined]
-
-    def execute(self, *args: Any) -> Any:
-        try:
-            return super().execute(*args)
-        except sqlite3.ProgrammingError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise self._fail(exc) from None
-
-    def executemany(self, *args: Any) -> Any:
-        try:
-            return super().executemany(*args)
-        except sqlite3.ProgrammingError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise self._fail(exc) from None
-
-    def executescript(self, *args: Any) -> Any:
-        try:
-            return super().executescript(*args)
-        except sqlite3.ProgrammingError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise self._fail(exc) from None
-
-    def fetchone(self) -> Any:
-        try:
-            return super().fetchone()
-        except sqlite3.ProgrammingError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise self._fail(exc) from None
-
-    def fetchmany(self, *args: Any) -> Any:
-        try:
-            return super().fetchmany(*args)
-        except sqlite3.ProgrammingError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise self._fail(exc) from None
-
-    def fetchall(self) -> Any:
-        try:
-            return super().fetchall()
-        except sqlite3.ProgrammingError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise self._fail(exc) from None
-
-    def __next__(self) -> Any:
-        try:
-            return super().__next__()
-        except sqlite3.ProgrammingError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise self._fail(exc) from None
+    execute = _translating("execute")
+    executemany = _translating("executemany")
+    executescript = _translating("executescript")
+    fetchone = _translating("fetchone")
+    fetchmany = _translating("fetchmany")
+    fetchall = _translating("fetchall")
+    __next__ = _translating("__next__")
 
 
 class _Connection(sqlite3.Connection):
