@@ -202,7 +202,7 @@ def test_gallery_refuses_a_face_below_the_quality_floor(data, tmp_path, analyzer
     strict = Gallery(tmp_path / "g", analyzer, min_quality=0.6)
     with pytest.raises(QualityError, match=r"below the enrollment floor 0\.60 .*weakest: recognizability"):
         strict.enroll("obama", [blurred])
-    assert strict.people() == []  # nothing written
+    assert not (tmp_path / "g" / "gallery.sqlite").exists()  # nothing written: not even an empty gallery
     assert strict.enroll("obama", [image]) and strict.faces("obama")
     stored = strict.store.connect().execute("SELECT quality FROM faces").fetchone()[0]
     assert 0.6 <= stored <= 1

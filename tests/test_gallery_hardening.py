@@ -102,6 +102,12 @@ def test_import_refuses_hostile_records_with_their_line_number(built, tmp_path, 
         "control char": (json.dumps({**good, "name": "a\x1bb"}), "control character"),
         "5 MB metadata": (json.dumps({**good, "metadata": {"x": "y" * (5 << 20)}}), "line longer|metadata"),
         "not an object": ("[1, 2]", "not a JSON object"),
+        "negative quality": (face_with(quality=-5), "outside"),
+        "below the floor": (face_with(quality=0.01), "below the enrollment floor"),
+        "deep metadata": (json.dumps({**good, "metadata": json.loads('{"a":' * 40 + "1" + "}" * 40)}), "nest"),
+        "deeper than the parser": ('{"name": "x", "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                                   "nested too deeply"),
+        "5,000 digits": (json.dumps({**good})[:-1] + ', "n": ' + "9" * 5000 + "}", "too many digits"),
         "not JSON": ("{nope", "line 3"),
     }
     for label, (bad_line, message) in cases.items():

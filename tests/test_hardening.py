@@ -238,3 +238,51 @@ def test_gallery_check_and_repair_from_the_command_line(data, tmp_path):
     assert run("gallery", "check", "--gallery", g).returncode == 0
     # after repair the person can be erased, which was the point
     assert run("gallery", "forget", "facerecognition-obama", "--yes", "--gallery", g).returncode == 0
+
+
+# -- the second adversarial run ------------------------------------------------------------------------
+def test_python_api_misuse_gets_clear_errors(data, tmp_path):
+    import facelens
+    from facelens.errors import FacelensError, ImageError
+    from facelens.gallery import Gallery
+
+    image = str(data / OBAMA / "03.jpg")
+    with pytest.raises(ConfigError, match="list of images"):
+        FaceAnalyzer().analyze_batch(image)
+    results = FaceAnalyzer(threads=1).analyze_batch([5, None, image])
+    assert [bool(r.error) for r in results] == [True, True, False] and "not an image" in results[0].error
+    for bad in ({"threads": -1}, {"threads": "2"}, {"flip": "no"}, {"attributes": None},
+                {"attributes": "pose"}, {"det_size": 33}):
+        with pytest.raises(ConfigError):
+            FaceAnalyzer(**bad).analyze_batch([image])
+    with pytest.raises(ConfigError):
+        facelens.verify(5, image)
+    with pytest.raises(ImageError):
+        facelens.detect([image, image])
+    g = Gallery(tmp_path / "g")
+    with pytest.raises(ConfigError, match="list of images"):
+        g.enroll("x", image)
+    g.enroll("x", [image])
+    for kwargs in ({"far": "abc"}, {"far": float("nan")}, {"top_k": 0}, {"top_k": "3"}, {"top_k": -1}):
+        with pytest.raises(ConfigError):
+            g.identify(image, **kwargs)
+    with pytest.raises(ConfigError, match="finite"):
+        g.search(np.full(512, np.nan, np.float32))
+    with pytest.raises(FacelensError, match="given twice"):
+        g.enroll("y", [str(data / OBAMA / "04.jpg"), str(data / OBAMA / "04.jpg")])
+    assert [p.name for p in g.people()] == ["x"]
+    g.close()
+
+
+def test_cli_file_system_refusals_are_one_line(data, tmp_path):
+    a, b = data / OBAMA / "03.jpg", data / OBAMA / "04.jpg"
+    existing = tmp_path / "out.json"
+    existing.write_text("{}")
+    for args in (("embed", a, "--out", "/proc/nope/x.npy"), ("detect", a, b, "--draw", existing),
+                 ("detect", a, "--json", "--draw", "/dev/full")):
+        proc = run(*args)
+        assert proc.returncode == 2 and "unexpected" not in proc.stderr, (args, proc.stderr)
+        assert proc.stderr.strip().splitlines()[-1].startswith("error:"), proc.stderr
+    assert existing.read_text() == "{}"
+    proc = run("identify", a, "--gallery", tmp_path / "none")
+    assert proc.returncode == 2 and proc.stdout == "" and "no gallery" in proc.stderr

@@ -87,6 +87,15 @@ def test_chunked_and_oversized_bodies_are_refused(env, data):
     r = client.post("/v1/detect", headers={**keys["read"], "Content-Length": str(10**9),
                                            "Content-Type": "application/json"}, content=b"{}")
     assert r.status_code == 413
+    # JSON nested past any parser's patience, and metadata nested deeper than a record needs
+    r = client.post("/v1/detect", headers={**keys["read"], "Content-Type": "application/json"},
+                    content=b"[" * 100_000 + b"]" * 100_000)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    deep = json.loads('{"a":' * 300 + "1" + "}" * 300)
+    r = client.post("/v1/gallery/people", headers=keys["enroll"], json={"name": "deep", "metadata": deep})
+    assert r.status_code in (400, 422), r.text
+    assert client.get("/v1/gallery/people", headers=keys["read"]).status_code == 200
+    assert "deep" not in [p["name"] for p in client.get("/v1/gallery/people", headers=keys["read"]).json()["people"]]
     # metadata under the body limit but over the per-person limit
     r = client.post("/v1/gallery/people", headers=keys["enroll"],
                     json={"name": "big", "metadata": {"x": "y" * 100_000}})
@@ -181,6 +190,25 @@ def test_cluster_job_does_not_follow_links_out_of_the_photos_root(env):
     images = [i for c in clusters for i in c["images"]]
     assert images and all("escape" not in i and "outside" not in i for i in images)
     assert client.post("/v1/cluster", headers=keys["admin"], json={"root": "set/escape"}).status_code == 404
+    for root in ("set\u0000x", "a" * 4000, "a/" * 2000, "../../etc"):
+        r = client.post("/v1/cluster", headers=keys["admin"], json={"root": root})
+        assert r.status_code in (404, 422), (root[:20], r.status_code)
+    # a cluster is enrolled once: naming it again under another name and enrolling is a duplicate (409)
+    ids = [c["id"] for c in clusters]
+    assert client.post("/v1/clusters/merge", headers=keys["enroll"],
+                       json={"a": ids[0], "b": ids[0]}).status_code == 409  # not into itself
+    first = client.post("/v1/clusters/name", headers=keys["enroll"],
+                        json={"cluster": ids[0], "name": "clustered obama", "enroll": True})
+    assert first.status_code == 200, first.text
+    again = client.post("/v1/clusters/name", headers=keys["enroll"],
+                        json={"cluster": ids[0], "name": "clustered obama", "enroll": True})
+    assert again.status_code == 200  # the same person: nothing new, nothing refused
+    other = client.post("/v1/clusters/name", headers=keys["enroll"],
+                        json={"cluster": ids[0], "name": "someone else", "enroll": True})
+    assert other.status_code == 409 and other.json()["error"]["code"] == "duplicate"
+    people = client.get("/v1/gallery/people", headers=keys["read"]).json()["people"]
+    enrolled = [p for p in people if p["name"] == "clustered obama"]
+    assert len(enrolled) == 1 and enrolled[0]["faces"] == 3 and "someone else" not in [p["name"] for p in people]
 
 
 # -- 6 on a real server: a chunked upload is cut off at the limit, memory stays flat ---------------------

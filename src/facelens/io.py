@@ -144,6 +144,9 @@ def decode_image(source: ImageSource, label: str | None = None, max_side: int = 
         if not data:
             raise ImageError(f"{label or 'upload'}: empty file")
         return _decode(data, None, label or "upload", max_side)
+    if not isinstance(source, str | os.PathLike):
+        raise ImageError(f"{label or type(source).__name__}: not an image (give a path, encoded bytes, a Pillow "
+                         f"image or an array, not a {type(source).__name__})")
     path = Path(source)
     name = label or str(path)
     if not path.exists():

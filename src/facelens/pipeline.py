@@ -87,7 +87,8 @@ class FaceAnalyzer:
             auto = isinstance(det_size, str) and det_size.strip().lower() == AUTO
             decode_size = AUTO_DECODE_SIZE if auto else FIXED_DECODE_SIZE
         self.decode_size = decode_size
-        self.attributes = tuple(attributes)
+        # a list becomes a tuple (hashable, fixed); anything else is kept as given and refused at use
+        self.attributes = tuple(attributes) if isinstance(attributes, list | tuple) else attributes
         self._detector: Detector | None = None
         self._recognizer: Recognizer | None = None
         self._parts: list[FaceAttribute] | None = None
@@ -108,6 +109,8 @@ class FaceAnalyzer:
     @property
     def recognizer_model(self) -> Recognizer:
         if self._recognizer is None:
+            if not isinstance(self.flip, bool | np.bool_):
+                raise ConfigError(f"flip must be True or False, got {self.flip!r}")
             if self.flip and self.recognizer != "arcface-mbf":
                 raise ConfigError(f"flip augmentation is implemented for arcface-mbf only, not {self.recognizer}")
             params: dict[str, Any] = {"flip": self.flip} if self.recognizer == "arcface-mbf" else {}
@@ -117,12 +120,19 @@ class FaceAnalyzer:
     @property
     def attribute_models(self) -> list[FaceAttribute]:
         if self._parts is None:
-            self._parts = [create_attribute(name) for name in resolve(self.attributes)]
+            names = self.attributes
+            if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names):
+                raise ConfigError(f"attributes must be a list of names such as ['pose', 'quality'], got {names!r}")
+            self._parts = [create_attribute(name) for name in resolve(names)]
         return self._parts
 
     @property
     def n_threads(self) -> int:
-        return self.threads if self.threads and self.threads > 0 else default_threads()
+        # checked at use, not in the constructor (which only stores parameters, scikit-learn style)
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 0):
+            raise ConfigError(f"threads must be a whole number >= 0 (0 or None: every CPU), got {self.threads!r}")
+        return self.threads if self.threads else default_threads()
 
     def check_models(self, embed: bool = True) -> None:
         """Raise `ModelNotFoundError` (naming the pull command) unless every model needed is installed.
@@ -207,7 +217,10 @@ class FaceAnalyzer:
         Errors a user must fix before anything can work (a missing model, a bad option) are raised
         at once rather than repeated for every file.
         """
+        if isinstance(sources, str | os.PathLike | bytes | np.ndarray):
+            raise ConfigError("analyze_batch takes a list of images; for one image use analyze()")
         sources = list(sources)
+        _ = self.n_threads  # a bad `threads` is one error now, not one per image
         self.check_models(embed)
         if self.n_threads == 1 or len(sources) <= 1:
             results = []

@@ -6,10 +6,11 @@ import os
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from facelens.errors import ConfigError, NoFaceError, QualityError
 from facelens.io import decode_image
-from facelens.models.registry import threshold_for
+from facelens.models.registry import check_far, threshold_for
 from facelens.pipeline import FaceAnalyzer, largest_face, source_label
 from facelens.types import Face, Verification
 
@@ -22,17 +23,8 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
 
 
-def _check_far(far: Any) -> float:
-    try:
-        value = float(far)
-    except (TypeError, ValueError):
-        raise ConfigError(f"far must be a number such as 1e-3, got {far!r}") from None
-    if not 0.0 < value < 1.0:
-        raise ConfigError(f"far must be between 0 and 1 (e.g. 1e-3), got {far!r}")
-    return value
-
-
-def _embedding_of(item: Any, analyzer: FaceAnalyzer, min_quality: float = 0.0) -> tuple[np.ndarray, float | None]:
+def _embedding_of(item: Any, analyzer: FaceAnalyzer, min_quality: float = 0.0,
+                  label: str | None = None) -> tuple[np.ndarray, float | None]:
     """An embedding from a Face, a vector, or an image (its largest face), and the face's quality when it
     was measured here (images only). Below `min_quality` the comparison would be a guess: QualityError."""
     if isinstance(item, Face):
@@ -45,7 +37,10 @@ def _embedding_of(item: Any, analyzer: FaceAnalyzer, min_quality: float = 0.0) -
         if not np.isfinite(item).all() or not np.any(item):
             raise ConfigError("embedding must be finite and non-zero")
         return item, None
-    label = source_label(item)
+    if not isinstance(item, str | os.PathLike | bytes | bytearray | memoryview | np.ndarray | Image.Image):
+        raise ConfigError(f"cannot verify a {type(item).__name__}: give an image (path, bytes, array), a Face "
+                          "or an embedding")
+    label = label or source_label(item)
     decoded = decode_image(item, label=label if not isinstance(item, str | os.PathLike) else None,
                            max_side=analyzer.decode_size)
     face = largest_face(analyzer.analyze(decoded.pixels))
@@ -67,7 +62,7 @@ def _embedding_of(item: Any, analyzer: FaceAnalyzer, min_quality: float = 0.0) -
 
 
 def verify(a: Any, b: Any, far: float = 1e-3, analyzer: FaceAnalyzer | None = None,
-           min_quality: float | None = None) -> Verification:
+           min_quality: float | None = None, labels: tuple[str, str] | None = None) -> Verification:
     """Are `a` and `b` the same person? Each may be an image (its largest face is used), a `Face` or
     an embedding. The threshold is the one calibrated for the recognizer at false-match rate `far`.
 
@@ -77,11 +72,13 @@ def verify(a: Any, b: Any, far: float = 1e-3, analyzer: FaceAnalyzer | None = No
     """
     from facelens.analysis.quality import QUALITY_FLOOR
 
-    far = _check_far(far)
+    far = check_far(far)
     floor = QUALITY_FLOOR if min_quality is None else float(min_quality)
     analyzer = analyzer or FaceAnalyzer()
     threshold = threshold_for(analyzer.recognizer, far, analyzer.flip)
-    (emb_a, q_a), (emb_b, q_b) = _embedding_of(a, analyzer, floor), _embedding_of(b, analyzer, floor)
+    label_a, label_b = labels or (None, None)  # how errors name the two sides (e.g. upload field names)
+    (emb_a, q_a), (emb_b, q_b) = (_embedding_of(a, analyzer, floor, label_a),
+                                  _embedding_of(b, analyzer, floor, label_b))
     similarity = cosine_similarity(emb_a, emb_b)
     return Verification(
         similarity=similarity,
@@ -98,7 +95,7 @@ def find(
 ) -> list[tuple[Any, list[Verification]]]:
     """Look for the person of `query` (an image's largest face, a Face or an embedding) among every face
     of `images`: for each image, its `ImageResult` and one `Verification` per face, in face order."""
-    far = _check_far(far)
+    far = check_far(far)
     analyzer = analyzer or FaceAnalyzer()
     threshold = threshold_for(analyzer.recognizer, far, analyzer.flip)
     reference = _embedding_of(query, analyzer)[0]

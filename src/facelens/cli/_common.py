@@ -128,6 +128,12 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, FacelensError):
         fail(str(exc))
         return EXIT_ERROR
+    if isinstance(exc, OSError):
+        # the user's file system said no (a path in /proc, a full disk, no permission): their problem to
+        # fix, so one line naming the file, not a bug report
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(f"{where}{exc.strerror or exc}")
+        return EXIT_ERROR
     if isinstance(exc, KeyboardInterrupt):
         err.print("interrupted")
         return 130

@@ -48,6 +48,9 @@ from facelens.types import ImageResult
 def _draw_target(draw: Path, source: str, many: bool) -> Path:
     if not many and draw.suffix:
         return draw
+    if draw.exists() and not draw.is_dir():
+        raise fail(f"--draw {draw} exists and is not a folder: give a folder, or for one image a new file "
+                   "name ending in .jpg or .png")
     return draw / (Path(source).stem + ".jpg")
 
 
@@ -361,7 +364,11 @@ def identify(
     json_out: JsonOpt = False,
 ) -> None:
     """Who is in these photos? Every face against the gallery: a name, or unknown."""
+    from facelens.models.registry import check_far
+
+    check_far(far)
     store = open_gallery(gallery, det_size=det_size)
+    store.people(limit=1)  # no gallery (or a damaged one) is one error before any image is read
     failed = 0
     table = Table("image", "face", "box", "identity", "similarity", "next best")
     for path in expand_paths(images):
@@ -379,6 +386,6 @@ def identify(
             table.add_row(escape(str(path)), str(i), ",".join(f"{v:.0f}" for v in f.face.bbox),
                           escape(f.identity or "unknown"), f"{best.similarity:.3f}" if best else "—",
                           f"{escape(runner.person)} {runner.similarity:.3f}" if runner else "—")
-    if not json_out:
+    if not json_out and table.row_count:
         out.print(table)
     raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)

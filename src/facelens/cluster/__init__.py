@@ -327,6 +327,8 @@ class Collection:
 
     def merge(self, cluster_a: int, cluster_b: int) -> None:
         """Clusters `a` and `b` are the same person."""
+        if cluster_a == cluster_b:
+            raise ClusterError(f"cannot merge cluster {cluster_a} into itself")
         a, b = self._cluster_faces(cluster_a), self._cluster_faces(cluster_b)
         self._record("merge", a[0], b[0])
         self.cluster()
@@ -396,13 +398,31 @@ class Collection:
         rows = self.connect().execute(
             "SELECT f.embedding, f.bbox, f.det_score, f.thumbnail, i.sha256 FROM faces f JOIN images i "
             "ON i.id = f.image_id WHERE f.cluster=? ORDER BY f.id", (cluster,)).fetchall()
+        from facelens.gallery import DuplicateFace
+        from facelens.gallery.store import clean_name
+
         store = gallery.store
         recognizer = self._recognizer()
+        name = clean_name(names[cluster])
+        ids = []
         with store.transaction() as conn:
             store.bind_recognizer(conn, recognizer, len(rows[0][0]) // 4)
-            person = store.ensure_person(conn, names[cluster])
-            return [store.add_face(conn, person, np.frombuffer(r[0], np.float32), recognizer, r[4],
-                                   json.loads(r[1]), r[2], None, r[3]) for r in rows]
+            person = store.ensure_person(conn, name)
+            for embedding, bbox, det_score, thumb, digest in rows:
+                box = json.loads(bbox)
+                # the same face of the same photo (image hash + overlapping box) is enrolled once: again for
+                # this person it is skipped, under someone else it is refused (as `gallery enroll` does);
+                # other faces of a group photo are other people and may be enrolled
+                owner = _enrolled_face(conn, digest, box)
+                if owner is not None and owner[1] == person:
+                    continue
+                if owner is not None:
+                    raise DuplicateFace(f"cluster {cluster}: a face is already enrolled under {owner[2]!r} (person "
+                                        f"{owner[1]}, face {owner[0]}); nothing enrolled", owner[0], owner[1],
+                                        owner[2], False)
+                ids.append(store.add_face(conn, person, np.frombuffer(embedding, np.float32), recognizer, digest,
+                                          box, det_score, None, thumb))
+        return ids
 
     def write_outputs(self) -> tuple[Path, Path]:
         from facelens.cluster.report import write_contact_sheet
@@ -416,6 +436,26 @@ class Collection:
         html_path = self.path / "contact_sheet.html"
         write_contact_sheet(self, clusters, summary, html_path)
         return json_path, html_path
+
+
+def _box_iou(a: list[float], b: list[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def _enrolled_face(conn: Any, digest: str | None, box: list[float]) -> tuple[int, int, str] | None:
+    """(face id, person id, name) of a gallery face from the same image whose box overlaps `box`."""
+    if not digest:
+        return None
+    rows = conn.execute("SELECT f.id, p.id, p.name, f.bbox FROM faces f JOIN people p ON p.id = f.person_id "
+                        "WHERE f.image_sha256=?", (digest,)).fetchall()
+    for face_id, person_id, name, bbox in rows:
+        # a face enrolled from a whole photo without a box, or with an overlapping one, is this face
+        if not bbox or _box_iou(json.loads(bbox), box) > 0.5:
+            return int(face_id), int(person_id), str(name)
+    return None
 
 
 __all__ = ["Cluster", "ClusterError", "Collection", "chinese_whispers", "cluster_labels", "knn_graph"]

@@ -297,6 +297,8 @@ class Gallery:
     def _prepare(self, images: list[ImageSource], largest: bool) -> list[tuple[Face, str | None, bytes,
                                                                               float | None, str]]:
         """Detect, check and embed one face per image (outside any transaction: this is the slow part)."""
+        if isinstance(images, str | os.PathLike | bytes | np.ndarray):
+            raise ConfigError("images must be a list of images (one face each), e.g. [path], not one image")
         if not images:
             raise ConfigError("enroll needs at least one image")
         analyzer = self._analyzer()
@@ -325,6 +327,12 @@ class Gallery:
                       allow_duplicate: bool) -> list[int]:
         ids = []
         recognizer = self._analyzer().recognizer
+        given: dict[str, str] = {}
+        for _, digest, _, _, label in prepared:
+            if digest and digest in given and not allow_duplicate:
+                raise DuplicateFace(f"{label}: the same image as {given[digest]} is given twice; nothing enrolled",
+                                    None, person_id, name, True)
+            given.setdefault(digest or "", label)
         for face, digest, thumb, quality, label in prepared:
             if digest and not allow_duplicate:
                 self._refuse_duplicate(conn, digest, person_id, name, label)
@@ -344,6 +352,11 @@ class Gallery:
         raise DuplicateFace(f"{label}: this image is already enrolled under another person, {owner_name!r} "
                             f"(person {owner_id}, face {face_id}); nothing enrolled (allow_duplicate=True to "
                             "enroll it anyway)", face_id, owner_id, owner_name, False)
+
+    def _floor(self) -> float:
+        from facelens.analysis.quality import QUALITY_FLOOR
+
+        return QUALITY_FLOOR if self.min_quality is None else float(self.min_quality)
 
     def _check_quality(self, label: str, pixels: np.ndarray, face: Face) -> float | None:
         """The face's quality score; a `QualityError` naming the weakest part if below the floor."""
@@ -405,8 +418,12 @@ class Gallery:
     # -- search ----------------------------------------------------------------------------------
     def search(self, embedding: np.ndarray, top_k: int = 5) -> list[Match]:
         """The best face of each of the `top_k` closest people, by cosine similarity."""
+        top_k = _check_top_k(top_k)
         store = self._existing()
         dim = int(store.meta("dim") or 0)
+        vector = np.asarray(embedding)
+        if vector.dtype.kind not in "fiu" or not np.isfinite(vector).all() or not vector.any():
+            raise ConfigError("an embedding to search with must be finite numbers, not all zero")
         if dim and np.asarray(embedding).size != dim:
             raise GalleryError(f"a {np.asarray(embedding).size}-d embedding cannot search this gallery of {dim}-d ones")
         with self._lock:
@@ -433,6 +450,7 @@ class Gallery:
     def identify(self, image: ImageSource, top_k: int = 5, far: float = 1e-3) -> list[Identification]:
         """Every face of an image against the gallery: top-k people and a name, or unknown below the
         threshold calibrated for the recognizer at false-match rate `far`."""
+        top_k = _check_top_k(top_k)
         self._existing()
         analyzer = self._analyzer()
         self._check_recognizer()
@@ -547,9 +565,14 @@ class Gallery:
                     if not line.strip():
                         continue
                     try:
-                        name, metadata, faces = _check_record(line, recognizer, dim)
+                        name, metadata, faces = _check_record(line, recognizer, dim, self._floor())
+                    except RecursionError:
+                        raise bad("JSON nested too deeply") from None
                     except (ValueError, ConfigError) as exc:
-                        raise bad(str(exc)) from None
+                        message = str(exc)
+                        if "int_max_str_digits" in message:  # Python's own wording for a 5,000-digit number
+                            message = "a number with too many digits"
+                        raise bad(message) from None
                     if faces:
                         self.store.bind_recognizer(conn, recognizer, dim)  # type: ignore[arg-type]
                     person_id = self.store.ensure_person(conn, name, metadata)
@@ -682,6 +705,12 @@ class Gallery:
         return repair_gallery(self)
 
 
+def _check_top_k(top_k: object) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or not 1 <= int(top_k) <= 10_000:
+        raise ConfigError(f"top_k must be a whole number from 1 to 10000, got {top_k!r}")
+    return int(top_k)
+
+
 def _remove(path: Path) -> None:
     if path.is_file():
         path.unlink(missing_ok=True)
@@ -713,7 +742,8 @@ def _b64(value: Any, what: str) -> bytes:
         raise ValueError(f"{what} is not valid base64") from None
 
 
-def _check_record(line: str, recognizer: str | None, dim: int) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+def _check_record(line: str, recognizer: str | None, dim: int,
+                  floor: float = 0.0) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     """One person line of an export, checked field by field (ValueError/ConfigError name the problem)."""
     record = _json_object(line, "record")
     name = clean_name(record.get("name"))
@@ -755,9 +785,17 @@ def _check_record(line: str, recognizer: str | None, dim: int) -> tuple[str, dic
             thumb = _b64(thumb, f"{what}: the thumbnail")
             if len(thumb) > THUMBNAIL_MAX or not thumb.startswith(b"\xff\xd8"):
                 raise ValueError(f"{what}: the thumbnail is not a JPEG of at most {THUMBNAIL_MAX // 1024} KiB")
+        quality = _finite_number(face.get("quality"), f"{what}: quality")
+        if quality is not None and not 0.0 <= quality <= 1.0:
+            raise ValueError(f"{what}: quality {quality:g} is outside [0, 1]")
+        if quality is not None and quality < floor:
+            # the same floor as enrollment: an export must not carry in a face enrollment would refuse
+            raise ValueError(f"{what}: quality {quality:.2f} is below the enrollment floor {floor:.2f}")
+        det_score = _finite_number(face.get("det_score"), f"{what}: det_score")
+        if det_score is not None and not 0.0 <= det_score <= 1.0:
+            raise ValueError(f"{what}: det_score {det_score:g} is outside [0, 1]")
         checked.append({"vector": vector, "image_sha256": digest, "bbox": bbox, "thumbnail": thumb or None,
-                        "det_score": _finite_number(face.get("det_score"), f"{what}: det_score"),
-                        "quality": _finite_number(face.get("quality"), f"{what}: quality")})
+                        "det_score": det_score, "quality": quality})
     return name, metadata, checked
 
 

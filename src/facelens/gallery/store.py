@@ -80,7 +80,7 @@ class GalleryReadOnly(GalleryError):
 class DuplicateFace(GalleryError):
     """The same image (by content hash) is already enrolled, for this person or another one."""
 
-    def __init__(self, message: str, face_id: int, person_id: int, person: str, same_person: bool) -> None:
+    def __init__(self, message: str, face_id: int | None, person_id: int, person: str, same_person: bool) -> None:
         super().__init__(message)
         self.face_id, self.person_id, self.person, self.same_person = face_id, person_id, person, same_person
 
@@ -102,16 +102,35 @@ def clean_name(name: object) -> str:
     return name
 
 
+METADATA_DEPTH = 16
+
+
+def _depth(value: object, limit: int = METADATA_DEPTH + 1) -> int:
+    """Nesting depth of lists/dicts, counted iteratively (no recursion to overflow), stopping past `limit`."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if deepest > limit:
+                return deepest
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def metadata_json(metadata: object) -> str:
     """A person's metadata as stored: a JSON object of at most METADATA_MAX bytes (ConfigError otherwise)."""
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, dict):
         raise ConfigError("a person's metadata must be a JSON object")
+    if _depth(metadata) > METADATA_DEPTH:
+        # deeper than any record needs, and deep enough nesting breaks every JSON reader that recurses
+        raise ConfigError(f"a person's metadata may nest at most {METADATA_DEPTH} levels deep")
     try:
         text = json.dumps(metadata, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"a person's metadata must be plain JSON ({exc})") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"a person's metadata must be plain JSON ({type(exc).__name__})") from None
     if len(text.encode()) > METADATA_MAX:
         raise ConfigError(f"a person's metadata is {len(text.encode())} bytes as JSON; the limit is "
                           f"{METADATA_MAX // 1024} KiB")

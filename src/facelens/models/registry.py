@@ -334,8 +334,20 @@ def calibration(recognizer: str, flip: bool = False) -> dict[str, Any] | None:
     return None
 
 
+def check_far(far: Any) -> float:
+    """A false-match rate as a float in (0, 1); ConfigError with the same message for every entry point."""
+    try:
+        value = float(far)
+    except (TypeError, ValueError):
+        raise ConfigError(f"far must be a number such as 1e-3, got {far!r}") from None
+    if not 0.0 < value < 1.0:  # also refuses NaN
+        raise ConfigError(f"far must be between 0 and 1 (e.g. 1e-3), got {far!r}")
+    return value
+
+
 def threshold_for(recognizer: str, far: float, flip: bool = False) -> float:
     """The cosine-similarity threshold measured for a target false-match rate."""
+    far = check_far(far)
     record = calibration(recognizer, flip)
     if not record:
         flag = " --flip" if flip else ""

@@ -238,6 +238,8 @@ async def read_images(request: Request, names: tuple[str, ...], limit: int) -> d
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiError(400, "invalid_json", f"body is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ApiError(400, "invalid_json", "body is JSON nested too deeply") from None
         if not isinstance(payload, dict):
             raise ApiError(422, "invalid_request", "JSON body must be an object")
         for name in names:

@@ -28,7 +28,8 @@ class BodyTooLarge(HTTPException):
     """
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body is larger than the {limit / 1048576:g} MB limit")
+        super().__init__(413, f"request body is over the server's limit ({limit / 1048576:.1f} MB including "
+                              "base64 and form overhead; see --max-upload-mb)")
         self.limit = limit
 
 

@@ -15,7 +15,7 @@ router = APIRouter()
 
 
 class ClusterJob(BaseModel):
-    root: str = Field(min_length=1, description="folder under the server's photos root")
+    root: str = Field(min_length=1, max_length=4096, description="folder under the server's photos root")
     far: float = Field(default=1e-4, description="1e-2, 1e-3 or 1e-4")
 
 
@@ -45,9 +45,13 @@ async def start_cluster(body: ClusterJob, _: Admin, service: ServiceDep) -> dict
     root = service.config.photos_root
     if root is None:
         raise ApiError(403, "forbidden", "this server was started without --photos-root")
-    target = (root / body.root).resolve()
-    if not target.is_relative_to(root.resolve()) or not target.is_dir():
-        raise ApiError(404, "not_found", f"{body.root!r} is not a folder under the photos root")
+    try:
+        target = (root / body.root).resolve()
+        inside = target.is_relative_to(root.resolve()) and target.is_dir()
+    except (OSError, ValueError):  # a NUL byte, a name too long for the file system, a link loop
+        inside = False
+    if not inside:
+        raise ApiError(404, "not_found", f"{body.root[:200]!r} is not a folder under the photos root")
     if body.far not in (1e-2, 1e-3, 1e-4):
         raise ApiError(400, "invalid_parameter", "far must be 1e-2, 1e-3 or 1e-4")
     return service.jobs.start_cluster(target, body.far).to_dict()

@@ -43,7 +43,7 @@ async def verify(request: Request, _: Read, service: ServiceDep, far: Far = 1e-3
 
     images = await read_images(request, ("image_a", "image_b"), service.upload_limit)
     result = await service.run(lambda: verify_images(images["image_a"], images["image_b"], far=far,
-                                                     analyzer=service.analyzer))
+                                                     analyzer=service.analyzer, labels=("image_a", "image_b")))
     return result.to_dict()
 
 
