@@ -286,3 +286,50 @@ def test_cli_file_system_refusals_are_one_line(data, tmp_path):
     assert existing.read_text() == "{}"
     proc = run("identify", a, "--gallery", tmp_path / "none")
     assert proc.returncode == 2 and proc.stdout == "" and "no gallery" in proc.stderr
+
+
+# -- the verification pass after the fixes -----------------------------------------------------------------
+def test_an_index_left_from_a_deleted_database_is_never_trusted(data, tmp_path, analyzer):
+    from facelens.gallery import Gallery
+
+    folder = tmp_path / "g"
+    obama = sorted((data / OBAMA).glob("*.jpg"))
+    g = Gallery(folder, analyzer)
+    g.enroll("Obama", [str(obama[2]), str(obama[3])])
+    assert g.identify(str(obama[4]))[0].identity == "Obama"
+    g.close()  # saves index/
+    assert (folder / "index").is_dir()
+    for path in folder.glob("gallery.sqlite*"):
+        path.unlink()
+    other = sorted((data / "identities/facerecognition-biden").glob("*.jpg"))[2]
+    g = Gallery(folder, analyzer)
+    g.enroll("Biden", [str(other)])
+    found = g.identify(str(obama[4]))[0]
+    assert found.identity is None and all(m.person == "Biden" for m in found.matches)
+    assert found.matches[0].similarity < 0.5  # the deleted Obama vectors did not come back as Biden's
+    assert g.index_info()["faces"] == 1
+    # a vector of any length searches by direction: no similarity above 1
+    probe = g.search(np.ones(512, np.float32) * 100, top_k=1)
+    assert probe and probe[0].similarity <= 1.0 + 1e-5
+    g.close()
+
+
+def test_refusals_create_no_gallery_and_repair_leaves_a_sound_gallery_alone(data, tmp_path):
+    import subprocess
+    import sys
+
+    photo = data / OBAMA / "03.jpg"
+    for args in (("gallery", "enroll", "x", photo, photo), ("gallery", "import", tmp_path / "nope.jsonl")):
+        assert run(*args, "--gallery", tmp_path / "g").returncode == 2
+        assert not (tmp_path / "g" / "gallery.sqlite").exists(), args
+    assert run("cluster", data / OBAMA, "--out", tmp_path / "c", "--det-size", "bad").returncode == 2
+    assert not (tmp_path / "c").exists()  # checked before anything is read or written
+    # a name whose bytes are not UTF-8 (a shell passes them through): one line, nothing created
+    bad = subprocess.run([sys.executable, "-m", "facelens", "gallery", "enroll", b"Bad\xffName", str(photo),
+                          "--gallery", str(tmp_path / "g")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "UTF-8" in bad.stderr and "unexpected" not in bad.stderr, bad.stderr
+    assert not (tmp_path / "g" / "gallery.sqlite").exists()
+    assert run("gallery", "enroll", "x", photo, "--gallery", tmp_path / "g").returncode == 0
+    healthy = run("gallery", "repair", "--yes", "--json", "--gallery", tmp_path / "g")
+    assert healthy.returncode == 0 and json.loads(healthy.stdout)["repaired"] is False
+    assert not list((tmp_path / "g").glob("*.corrupt-*"))  # no extra copy of the biometric data

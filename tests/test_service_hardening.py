@@ -96,6 +96,13 @@ def test_chunked_and_oversized_bodies_are_refused(env, data):
     assert r.status_code in (400, 422), r.text
     assert client.get("/v1/gallery/people", headers=keys["read"]).status_code == 200
     assert "deep" not in [p["name"] for p in client.get("/v1/gallery/people", headers=keys["read"]).json()["people"]]
+    # a lone surrogate (valid JSON escape, invalid text) in metadata: refused, never stored
+    for body in (b'{"name": "sur1", "metadata": {"a": "\\ud800"}}', b'{"name": "sur2", "metadata": {"\\udfff": 1}}'):
+        r = client.post("/v1/gallery/people", headers={**keys["enroll"], "Content-Type": "application/json"},
+                        content=body)
+        assert r.status_code in (400, 422), r.text
+    listed = client.get("/v1/gallery/people", headers=keys["read"])
+    assert listed.status_code == 200 and not {"sur1", "sur2"} & {p["name"] for p in listed.json()["people"]}
     # metadata under the body limit but over the per-person limit
     r = client.post("/v1/gallery/people", headers=keys["enroll"],
                     json={"name": "big", "metadata": {"x": "y" * 100_000}})

@@ -41,9 +41,22 @@ FarOpt = Annotated[float, typer.Option("--far", help="target false-match rate: 1
 MinQualityOpt = Annotated[float | None, typer.Option(
     "--min-quality", min=0.0, max=1.0,
     help="face quality floor (default: the shipped floor, see README; 0 turns it off)")]
+def _det_size(value: str) -> str:
+    """Checked when the command line is parsed: a bad value is one usage error before any file is read."""
+    from facelens.detect import parse_det_size
+    from facelens.errors import ConfigError
+
+    try:
+        parse_det_size(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 DetSizeOpt = Annotated[str, typer.Option(
-    "--det-size", help="detector input: auto (large photos get a second, tiled pass that finds faces down to "
-    "~24 px) or the longest input side in px, a multiple of 32 (640: one pass, fastest)")]
+    "--det-size", callback=_det_size,
+    help="detector input: auto (large photos get a second, tiled pass that finds faces down to ~24 px) or the "
+    "longest input side in px, a multiple of 32 (640: one pass, fastest)")]
 GalleryOpt = Annotated[Path | None, typer.Option("--gallery", help="gallery folder (default $FACELENS_GALLERY)")]
 
 
@@ -128,6 +141,10 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, FacelensError):
         fail(str(exc))
         return EXIT_ERROR
+    if isinstance(exc, UnicodeError):
+        # a command-line argument with bytes that are not UTF-8 (kept by Python as lone surrogates)
+        fail("an argument is not valid UTF-8 text; names and paths must be UTF-8")
+        return EXIT_ERROR
     if isinstance(exc, OSError):
         # the user's file system said no (a path in /proc, a full disk, no permission): their problem to
         # fix, so one line naming the file, not a bug report
@@ -141,7 +158,8 @@ def exit_code_for(exc: BaseException) -> int:
     if callable(getattr(exc, "show", None)) and hasattr(exc, "exit_code"):
         exc.show(file=sys.stderr)  # a bad option or argument: click's one-paragraph usage message
         return EXIT_ERROR
-    if type(exc).__name__ == "Abort":
+    if type(exc).__name__ == "Abort":  # Ctrl-C or end of input at a question
+        err.print("aborted; nothing changed")
         return 130
     fail(f"unexpected {type(exc).__name__}: {exc} (please report this)")
     return EXIT_ERROR

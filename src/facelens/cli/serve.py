@@ -87,6 +87,9 @@ def serve(
     from facelens.service import default_collection_path, default_keys_path
 
     parse_det_size(det_size)  # a bad value is one error line now, not a failed start-up
+    from facelens.pipeline import FaceAnalyzer
+
+    FaceAnalyzer(det_size=det_size).check_models()  # a missing model too, naming the pull command
     from facelens.service import serve as run_server
 
     keys_path = keys or default_keys_path()

@@ -18,7 +18,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -305,9 +305,16 @@ class Gallery:
         self._check_recognizer()
         started = time.perf_counter()
         prepared = []
+        given: dict[str, str] = {}
         for image in images:
             label = source_label(image)
             decoded = decode_image(image, max_side=analyzer.decode_size)
+            # the same image twice in one call: refused before any model runs or any file is created
+            digest = image_digest(image)
+            if digest in given:
+                raise DuplicateFace(f"{label}: the same image as {given[digest]} is given twice; nothing enrolled",
+                                    None, 0, "", True)
+            given[digest or label] = label
             faces = analyzer.detector_model.detect(decoded.pixels)
             if not faces:
                 raise NoFaceError(f"{label}: no face found; nothing enrolled")
@@ -316,7 +323,6 @@ class Gallery:
             face = max(faces, key=lambda f: f.area)
             analyzer.embed(decoded.pixels, [face])
             quality = self._check_quality(label, decoded.pixels, face)
-            digest = image_digest(image)
             thumb = face_thumbnail(decoded.pixels, face)
             face.rescale(decoded.scale)
             prepared.append((face, digest, thumb, quality, label))
@@ -327,12 +333,6 @@ class Gallery:
                       allow_duplicate: bool) -> list[int]:
         ids = []
         recognizer = self._analyzer().recognizer
-        given: dict[str, str] = {}
-        for _, digest, _, _, label in prepared:
-            if digest and digest in given and not allow_duplicate:
-                raise DuplicateFace(f"{label}: the same image as {given[digest]} is given twice; nothing enrolled",
-                                    None, person_id, name, True)
-            given.setdefault(digest or "", label)
         for face, digest, thumb, quality, label in prepared:
             if digest and not allow_duplicate:
                 self._refuse_duplicate(conn, digest, person_id, name, label)
@@ -424,6 +424,9 @@ class Gallery:
         vector = np.asarray(embedding)
         if vector.dtype.kind not in "fiu" or not np.isfinite(vector).all() or not vector.any():
             raise ConfigError("an embedding to search with must be finite numbers, not all zero")
+        # cosine similarity: a vector of any length searches by its direction (an unnormalised one would
+        # otherwise score above 1 against everyone)
+        embedding = (vector / np.linalg.norm(vector.astype(np.float64))).astype(np.float32)
         if dim and np.asarray(embedding).size != dim:
             raise GalleryError(f"a {np.asarray(embedding).size}-d embedding cannot search this gallery of {dim}-d ones")
         with self._lock:
@@ -519,75 +522,91 @@ class Gallery:
     def import_export(self, source: str | os.PathLike[str], allow_duplicate: bool = False) -> int:
         """Load a file written by `export` in one transaction; returns faces added.
 
-        Every record is checked before it is written (a JSON object; a valid name and metadata; faces of
-        the file's recognizer, which must be the gallery's; embeddings that decode to finite unit vectors
-        of the recognizer's size; boxes, scores, hashes and thumbnails of the right types) and the first
-        bad one refuses the whole file with its line number: nothing is imported. A face whose image is
-        already enrolled for the same person is skipped (a re-import adds nothing); for another person
-        it refuses the file unless `allow_duplicate`."""
+        Every record is checked before anything is written (a JSON object; a valid name and metadata;
+        faces of the file's recognizer, which must be the gallery's; embeddings that decode to finite unit
+        vectors of the recognizer's size; boxes, scores, hashes and thumbnails of the right types) and the
+        first bad one refuses the whole file with its line number: nothing is imported, and no gallery is
+        created. A face whose image is already enrolled for the same person is skipped (a re-import adds
+        nothing); for another person it refuses the file unless `allow_duplicate`."""
         source = Path(source)
+        checking = self._export_records(source)
+        recognizer = next(checking)
+        for _ in checking:  # a first pass: validation only, no gallery touched
+            pass
+        added = 0
+        records = self._export_records(source)
+        next(records)  # the header, checked above
+        with self.store.transaction() as conn:
+            bound = conn.execute("SELECT value FROM meta WHERE key='recognizer'").fetchone()
+            if bound and recognizer is not None and bound[0] != recognizer:
+                raise GalleryError(f"{source}: the file holds {recognizer} embeddings; this gallery holds "
+                                   f"{bound[0]} ones; nothing imported")
+            dim = RECOGNIZER_DIMS.get(recognizer or "", 0)
+            for lineno, name, metadata, faces in records:  # type: ignore[misc]
+                if faces:
+                    self.store.bind_recognizer(conn, recognizer, dim)  # type: ignore[arg-type]
+                person_id = self.store.ensure_person(conn, name, metadata)
+                for face in faces:
+                    digest = face["image_sha256"]
+                    owner = self.store.image_owner(conn, digest) if digest and not allow_duplicate else None
+                    if owner and owner[1] == person_id:
+                        continue
+                    if owner:
+                        raise GalleryError(f"{source}, line {lineno}: a face of {name!r} is an image already "
+                                           f"enrolled under {owner[2]!r} (person {owner[1]}, face {owner[0]}); "
+                                           "nothing imported")
+                    self.store.add_face(conn, person_id, face["vector"], recognizer, digest,  # type: ignore[arg-type]
+                                        face["bbox"], face["det_score"], face["quality"], face["thumbnail"])
+                    added += 1
+        return added
+
+    def _export_records(self, source: Path) -> Iterator[Any]:
+        """The recognizer named by an export's header, then (line number, name, metadata, faces) for each
+        record, every one checked; the first bad one raises GalleryError with its line number."""
         try:
             fh = open(source, encoding="utf-8", errors="strict")  # noqa: SIM115 (closed below)
         except OSError as exc:
             raise GalleryError(f"{source}: cannot read ({exc.strerror or exc})") from None
-        added = 0
         with fh:
-            lineno = 0
+            lineno = 1
 
             def bad(reason: str) -> GalleryError:
                 return GalleryError(f"{source}, line {lineno}: {reason}; nothing imported")
 
             try:
-                lineno = 1
                 header = _json_object(fh.readline(IMPORT_LINE_MAX + 1), "header")
                 if header.get("facelens_gallery") != 1:
                     raise ValueError("not a facelens gallery export")
                 recognizer = header.get("recognizer")
                 if recognizer is not None and recognizer not in RECOGNIZER_DIMS:
                     raise ValueError(f"unknown recognizer {recognizer!r}")
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 raise GalleryError(f"{source}: not a facelens gallery export (line 1: {exc})") from None
-            with self.store.transaction() as conn:
-                bound = conn.execute("SELECT value FROM meta WHERE key='recognizer'").fetchone()
-                if bound and recognizer is not None and bound[0] != recognizer:
-                    raise bad(f"the file holds {recognizer} embeddings; this gallery holds {bound[0]} ones")
-                dim = RECOGNIZER_DIMS.get(recognizer or "", 0)
-                while True:
-                    lineno += 1
-                    try:
-                        line = fh.readline(IMPORT_LINE_MAX + 1)
-                    except UnicodeDecodeError:
-                        raise bad("not UTF-8 text") from None
-                    if not line:
-                        break
-                    if len(line) > IMPORT_LINE_MAX:
-                        raise bad(f"line longer than {IMPORT_LINE_MAX >> 20} MiB")
-                    if not line.strip():
-                        continue
-                    try:
-                        name, metadata, faces = _check_record(line, recognizer, dim, self._floor())
-                    except RecursionError:
-                        raise bad("JSON nested too deeply") from None
-                    except (ValueError, ConfigError) as exc:
-                        message = str(exc)
-                        if "int_max_str_digits" in message:  # Python's own wording for a 5,000-digit number
-                            message = "a number with too many digits"
-                        raise bad(message) from None
-                    if faces:
-                        self.store.bind_recognizer(conn, recognizer, dim)  # type: ignore[arg-type]
-                    person_id = self.store.ensure_person(conn, name, metadata)
-                    for face in faces:
-                        digest = face["image_sha256"]
-                        owner = self.store.image_owner(conn, digest) if digest and not allow_duplicate else None
-                        if owner and owner[1] == person_id:
-                            continue
-                        if owner:
-                            raise bad(f"a face of {name!r} is an image already enrolled under {owner[2]!r} "
-                                      f"(person {owner[1]}, face {owner[0]})")
-                        self.store.add_face(conn, person_id, face["vector"], recognizer, digest,  # type: ignore[arg-type]
-                                            face["bbox"], face["det_score"], face["quality"], face["thumbnail"])
-                        added += 1
-        return added
+            yield recognizer
+            dim = RECOGNIZER_DIMS.get(recognizer or "", 0)
+            floor = self._floor()
+            while True:
+                lineno += 1
+                try:
+                    line = fh.readline(IMPORT_LINE_MAX + 1)
+                except UnicodeDecodeError:
+                    raise bad("not UTF-8 text") from None
+                if not line:
+                    return
+                if len(line) > IMPORT_LINE_MAX:
+                    raise bad(f"line longer than {IMPORT_LINE_MAX >> 20} MiB")
+                if not line.strip():
+                    continue
+                try:
+                    name, metadata, faces = _check_record(line, recognizer, dim, floor)
+                except RecursionError:
+                    raise bad("JSON nested too deeply") from None
+                except (ValueError, ConfigError) as exc:
+                    message = str(exc)
+                    if "int_max_str_digits" in message:  # Python's own wording for a 5,000-digit number
+                        message = "a number with too many digits"
+                    raise bad(message) from None
+                yield lineno, name, metadata, faces
 
     def create_person(self, name: str, metadata: dict[str, Any] | None = None) -> Person:
         """A person with no face yet (faces are added by `add_faces` or `enroll`)."""
@@ -700,8 +719,15 @@ class Gallery:
         """Rebuild the database from every row that can still be read (in a new file, renamed into place),
         keep the damaged file as `gallery.sqlite.corrupt-<timestamp>`, drop the search index (rebuilt on
         the next search); returns what was recovered and lost. Run it with no other process writing."""
-        from facelens.gallery.repair import repair_gallery
+        from facelens.gallery.repair import check_gallery, repair_gallery
 
+        # a sound gallery is left alone: a rebuild would also keep one more full copy of its biometric data
+        try:
+            sound = bool(check_gallery(self).get("ok"))
+        except GalleryError:
+            sound = False
+        if sound:
+            return {"ok": True, "repaired": False, "note": "the gallery is sound: nothing to repair"}
         return repair_gallery(self)
 
 

@@ -57,6 +57,7 @@ class LocalIndex:
         self.dir = Path(gallery_dir) / INDEX_DIR
         self.pq_min_faces = pq_min_faces
         self.generation: int | None = None
+        self.database_id = ""  # of the database file the vectors came from (see SQLiteStore.database_id)
         self.rebuilds = 0  # how many times the index was rebuilt from SQLite in this process (tests read it)
         self._reset(0)
 
@@ -125,6 +126,9 @@ class LocalIndex:
     def sync(self, store: SQLiteStore) -> None:
         """Bring the index up to the database's current generation (load, catch up or rebuild)."""
         generation = store.generation()
+        if self.generation is not None and self.database_id != store.database_id():
+            self._rebuild(store)  # the database file was replaced under a running process
+            return
         if self.generation == generation:
             return
         if self.generation is None:
@@ -141,6 +145,7 @@ class LocalIndex:
     def _rebuild(self, store: SQLiteStore) -> None:
         self.rebuilds += 1
         generation = store.generation()
+        self.database_id = store.database_id()
         self._reset(int(store.meta("dim") or 0))
         for ids, vectors in store.iter_embeddings():
             self._append(ids, vectors)
@@ -206,6 +211,8 @@ class LocalIndex:
             state = json.loads(state_path.read_text())
             if state.get("format") != INDEX_FORMAT or state.get("recognizer") != store.meta("recognizer"):
                 raise IndexCorrupt("other format or recognizer")
+            if state.get("database_id", "") != store.database_id():
+                raise IndexCorrupt("built from another database file")
             for name, crc in state["checksums"].items() if verify else ():
                 if _crc(self.dir / name) != crc:
                     raise IndexCorrupt(f"{name}: checksum mismatch")
@@ -232,6 +239,7 @@ class LocalIndex:
         self.max_id = int(state["max_id"])
         self._pq, self._pq_rows = pq, (len(ids) if pq is not None else 0)
         self.generation = int(state["generation"])
+        self.database_id = str(state.get("database_id", ""))
         self._saved_rows = len(ids)
 
     def save(self, store: SQLiteStore, force: bool = False) -> None:
@@ -271,6 +279,7 @@ class LocalIndex:
             files = [p.name for p in staging.iterdir()]
             state = {"format": INDEX_FORMAT, "recognizer": store.meta("recognizer"), "dim": self.dim,
                      "count": self._n, "max_id": self.max_id, "generation": self.generation,
+                     "database_id": self.database_id,
                      "kind": "pq-fastscan+rerank" if self._pq is not None else "exact",
                      "checksums": {name: _crc(staging / name) for name in files}}
             (staging / "state.json").write_text(json.dumps(state, indent=1))

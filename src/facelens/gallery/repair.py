@@ -120,7 +120,8 @@ def check_gallery(gallery: Any) -> dict[str, Any]:
     db = store.path
     report: dict[str, Any] = {"path": str(db), "ok": False, "integrity": [], "people": None, "faces": None,
                               "orphan_faces": None, "bad_embeddings": None, "index": None}
-    head = db.read_bytes()[:16] if db.stat().st_size else b""
+    with open(db, "rb") as fh:  # the header only: the file may be gigabytes
+        head = fh.read(16)
     if not head:
         report["integrity"] = ["empty file"]
     elif head != SQLITE_MAGIC:
@@ -159,7 +160,8 @@ def check_gallery(gallery: Any) -> dict[str, Any]:
         store.clear_damaged()
     else:
         store.mark_damaged("; ".join(report["integrity"][:3]))
-        report["advice"] = store.repair_hint
+        report["advice"] = ("run `facelens gallery repair` to rebuild it from every row still readable (the "
+                            "damaged file is kept beside it)")
     return report
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import sqlite3
 import time
 import unicodedata
@@ -99,17 +100,34 @@ def clean_name(name: object) -> str:
     for ch in name:
         if unicodedata.category(ch) == "Cc" or ch in _BIDI:
             raise ConfigError(f"a person's name cannot contain control character U+{ord(ch):04X}")
+    if not _is_utf8(name):
+        raise ConfigError("a person's name must be valid UTF-8 text (it holds undecodable bytes)")
     return name
+
+
+def _is_utf8(text: str) -> bool:
+    """False for strings with lone surrogates: undecodable bytes of a command line (surrogateescape) or a
+    "\ud800" escape in JSON. They cannot be stored or sent as UTF-8 anywhere later."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 METADATA_DEPTH = 16
 
 
 def _depth(value: object, limit: int = METADATA_DEPTH + 1) -> int:
-    """Nesting depth of lists/dicts, counted iteratively (no recursion to overflow), stopping past `limit`."""
+    """Nesting depth of lists/dicts, counted iteratively (no recursion to overflow), stopping past `limit`.
+    Raises ConfigError on a string (key or value) that is not valid UTF-8 text."""
     deepest, stack = 0, [(value, 1)]
     while stack:
         item, level = stack.pop()
+        if isinstance(item, str) and not _is_utf8(item):
+            raise ConfigError("a person's metadata must be valid UTF-8 text (it holds a lone surrogate)")
+        if isinstance(item, dict):
+            stack.extend((key, level) for key in item)
         if isinstance(item, dict | list):
             deepest = max(deepest, level)
             if deepest > limit:
@@ -174,6 +192,14 @@ class SQLiteStore(SQLiteDatabase):
         # Every committed write bumps the generation: derived views (the search index) compare it.
         conn.execute("INSERT INTO meta VALUES ('generation', '1') "
                      "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+        # A random id per database file, set by its first write: a derived view (the search index) built
+        # from another file (deleted and re-created, restored, repaired) has a generation that may match
+        # by chance, but never this id.
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('database_id', ?)", (secrets.token_hex(16),))
+
+    def database_id(self) -> str:
+        """The id set by the database's first write ("" for an older file not written since)."""
+        return (self.meta("database_id") or "") if self._conn is not None or self.path.exists() else ""
 
     def bind_recognizer(self, conn: sqlite3.Connection, recognizer: str, dim: int) -> None:
         """Bind an empty gallery to a recognizer; refuse embeddings of any other model."""
