@@ -350,8 +350,8 @@ class Gallery:
             raise DuplicateFace(f"{label}: already enrolled for {name!r} (face {face_id}); nothing enrolled",
                                 face_id, owner_id, owner_name, True)
         raise DuplicateFace(f"{label}: this image is already enrolled under another person, {owner_name!r} "
-                            f"(person {owner_id}, face {face_id}); nothing enrolled (allow_duplicate=True to "
-                            "enroll it anyway)", face_id, owner_id, owner_name, False)
+                            f"(person {owner_id}, face {face_id}); nothing enrolled (in Python, allow_duplicate=True "
+                            "enrolls it anyway)", face_id, owner_id, owner_name, False)
 
     def _floor(self) -> float:
         from facelens.analysis.quality import QUALITY_FLOOR
@@ -816,7 +816,7 @@ def _check_record(line: str, recognizer: str | None, dim: int,
             raise ValueError(f"{what}: quality {quality:g} is outside [0, 1]")
         if quality is not None and quality < floor:
             # the same floor as enrollment: an export must not carry in a face enrollment would refuse
-            raise ValueError(f"{what}: quality {quality:.2f} is below the enrollment floor {floor:.2f}")
+            raise ValueError(f"{what}: quality {quality:.4g} is below the enrollment floor {floor:g}")
         det_score = _finite_number(face.get("det_score"), f"{what}: det_score")
         if det_score is not None and not 0.0 <= det_score <= 1.0:
             raise ValueError(f"{what}: det_score {det_score:g} is outside [0, 1]")

@@ -37,7 +37,7 @@ MB = 1024 * 1024
 MAX_ANALYZERS = 8  # attribute sets kept ready at once (there are 31 possible sets of the five attributes)
 # ids are SQLite integers: a larger number is a client's mistake (422), not an overflow inside
 MAX_ID = 2**63 - 1
-BodyId = Annotated[int, Field(ge=0, le=MAX_ID)]
+BodyId = Annotated[int, Field(ge=0, le=MAX_ID, strict=True)]  # strict: `true` or "3" is not an id
 PersonId = Annotated[int, PathParam(ge=0, le=MAX_ID)]
 FaceId = Annotated[int, PathParam(ge=0, le=MAX_ID)]
 Far = Annotated[float, Query(description="false-match rate of the threshold: 1e-2, 1e-3 or 1e-4", gt=0, lt=1)]
