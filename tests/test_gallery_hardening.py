@@ -219,8 +219,8 @@ def test_add_faces_resolves_the_person_inside_the_transaction(copy, photos, anal
     real_prepare = Gallery._prepare
 
     def then(action):
-        def prepare(self, images, largest):
-            prepared = real_prepare(self, images, largest)
+        def prepare(self, *args, **kwargs):
+            prepared = real_prepare(self, *args, **kwargs)
             action()  # between the (slow) analysis and the write: another process acts
             return prepared
         return prepare

@@ -244,6 +244,65 @@ class FaceAnalyzer:
 
 
 def largest_face(faces: list[Face]) -> Face | None:
-    """The face a single-subject photo is about: the largest box."""
+    """The face with the largest box (`main_face` also weighs closeness to the image centre)."""
     return max(faces, key=lambda f: f.area, default=None)
 
+
+
+# -- the photo's subject -----------------------------------------------------------------------------
+SUBJECT_RULES = ("main", "largest")
+# a photo's subject is taken as clear when its score is at least this many times the next face's (scores
+# are areas, so 3x is ~1.7x in width at equal centrality): on crops cut around the faces of the group
+# photos the smallest margin with no wrong pick (2x kept 2 wrong of 187); it refuses 7 of the 79 CelebA
+# photos with several faces (2x: 3)
+SUBJECT_MARGIN = 3.0
+
+
+def check_subject_rule(rule: str) -> str:
+    if rule not in SUBJECT_RULES:
+        raise ConfigError(f"subject rule must be one of {', '.join(SUBJECT_RULES)}, got {rule!r}")
+    return rule
+
+
+def subject_score(face: Face, width: float, height: float, rule: str = "main") -> float:
+    """How much `face` looks like the subject of a `width` x `height` photo.
+
+    "largest": the box's area. "main" (the default): the area times (1 - d)², d being the distance of the
+    box centre from the image centre as a fraction of the half-diagonal (0 at the centre, 1 in a corner):
+    the face's width, shrunk in proportion to its distance from the centre, squared. No fitted constant:
+    photographers centre their subject, and a bystander cut by the frame's edge loses to it.
+    """
+    check_subject_rule(rule)
+    if rule == "largest" or width <= 0 or height <= 0:
+        return face.area
+    x1, y1, x2, y2 = face.bbox[:4]
+    dx = ((x1 + x2) / 2 - width / 2) / (width / 2)
+    dy = ((y1 + y2) / 2 - height / 2) / (height / 2)
+    d = min(1.0, float(np.hypot(dx, dy)) / np.sqrt(2.0))
+    return face.area * (1.0 - d) ** 2
+
+
+def main_face(faces: list[Face], width: float, height: float, rule: str = "main") -> Face | None:
+    """The face a single-subject photo of `width` x `height` is about (see `subject_score`); None if no face.
+
+    The coordinates of the faces and the size must be in the same pixels."""
+    check_subject_rule(rule)
+    return max(faces, key=lambda f: subject_score(f, width, height, rule), default=None)
+
+
+def clear_subject(faces: list[Face], width: float, height: float, rule: str = "main",
+                  margin: float = SUBJECT_MARGIN) -> tuple[Face | None, str]:
+    """The photo's subject if it is clearly the one: the only face, or one scoring at least `margin` times
+    the next. Otherwise (None, why): an enrollment should refuse an ambiguous photo, not guess."""
+    if not faces:
+        return None, "no face found"
+    if len(faces) == 1:
+        return faces[0], ""
+    ranked = sorted(faces, key=lambda f: -subject_score(f, width, height, rule))
+    best, second = (subject_score(f, width, height, rule) for f in ranked[:2])
+    if best >= margin * second and best > 0:
+        return ranked[0], ""
+    what = "largest" if rule == "largest" else "main-subject"
+    ratio = f"{best / second:.1f}x" if second > 0 else "no"
+    return None, (f"{len(faces)} faces found and none is clearly the subject (the best {what} score is {ratio} the "
+                  f"next one's; {margin:g}x needed)")

@@ -11,7 +11,7 @@ from PIL import Image
 from facelens.errors import ConfigError, NoFaceError, QualityError
 from facelens.io import decode_image
 from facelens.models.registry import check_far, threshold_for
-from facelens.pipeline import FaceAnalyzer, largest_face, source_label
+from facelens.pipeline import FaceAnalyzer, check_subject_rule, main_face, source_label
 from facelens.types import Face, Verification
 
 
@@ -24,9 +24,10 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _embedding_of(item: Any, analyzer: FaceAnalyzer, min_quality: float = 0.0,
-                  label: str | None = None) -> tuple[np.ndarray, float | None]:
-    """An embedding from a Face, a vector, or an image (its largest face), and the face's quality when it
-    was measured here (images only). Below `min_quality` the comparison would be a guess: QualityError."""
+                  label: str | None = None, subject: str = "main") -> tuple[np.ndarray, float | None]:
+    """An embedding from a Face, a vector, or an image (its subject by the `subject` rule, see
+    `facelens.pipeline.main_face`), and the face's quality when it was measured here (images only).
+    Below `min_quality` the comparison would be a guess: QualityError."""
     if isinstance(item, Face):
         if item.embedding is None:
             raise ConfigError("face has no embedding; run the analyzer on its image first")
@@ -43,7 +44,8 @@ def _embedding_of(item: Any, analyzer: FaceAnalyzer, min_quality: float = 0.0,
     label = label or source_label(item)
     decoded = decode_image(item, label=label if not isinstance(item, str | os.PathLike) else None,
                            max_side=analyzer.decode_size)
-    face = largest_face(analyzer.analyze(decoded.pixels))
+    height, width = decoded.pixels.shape[:2]
+    face = main_face(analyzer.analyze(decoded.pixels), width, height, subject)
     if face is None or face.embedding is None:
         raise NoFaceError(f"{label}: no face found")
     if min_quality <= 0:
@@ -62,8 +64,10 @@ def _embedding_of(item: Any, analyzer: FaceAnalyzer, min_quality: float = 0.0,
 
 
 def verify(a: Any, b: Any, far: float = 1e-3, analyzer: FaceAnalyzer | None = None,
-           min_quality: float | None = None, labels: tuple[str, str] | None = None) -> Verification:
-    """Are `a` and `b` the same person? Each may be an image (its largest face is used), a `Face` or
+           min_quality: float | None = None, labels: tuple[str, str] | None = None,
+           subject: str = "main") -> Verification:
+    """Are `a` and `b` the same person? Each may be an image (its subject is used: by default the main
+    subject, size weighed by closeness to the centre; `subject="largest"`: the largest face), a `Face` or
     an embedding. The threshold is the one calibrated for the recognizer at false-match rate `far`.
 
     A face from an image whose quality is below `min_quality` (None: the shipped floor, 0: off) raises
@@ -73,12 +77,13 @@ def verify(a: Any, b: Any, far: float = 1e-3, analyzer: FaceAnalyzer | None = No
     from facelens.analysis.quality import QUALITY_FLOOR
 
     far = check_far(far)
+    check_subject_rule(subject)
     floor = QUALITY_FLOOR if min_quality is None else float(min_quality)
     analyzer = analyzer or FaceAnalyzer()
     threshold = threshold_for(analyzer.recognizer, far, analyzer.flip)
     label_a, label_b = labels or (None, None)  # how errors name the two sides (e.g. upload field names)
-    (emb_a, q_a), (emb_b, q_b) = (_embedding_of(a, analyzer, floor, label_a),
-                                  _embedding_of(b, analyzer, floor, label_b))
+    (emb_a, q_a), (emb_b, q_b) = (_embedding_of(a, analyzer, floor, label_a, subject),
+                                  _embedding_of(b, analyzer, floor, label_b, subject))
     similarity = cosine_similarity(emb_a, emb_b)
     return Verification(
         similarity=similarity,
@@ -93,7 +98,7 @@ def verify(a: Any, b: Any, far: float = 1e-3, analyzer: FaceAnalyzer | None = No
 def find(
     query: Any, images: list[Any], far: float = 1e-3, analyzer: FaceAnalyzer | None = None
 ) -> list[tuple[Any, list[Verification]]]:
-    """Look for the person of `query` (an image's largest face, a Face or an embedding) among every face
+    """Look for the person of `query` (an image's main subject, a Face or an embedding) among every face
     of `images`: for each image, its `ImageResult` and one `Verification` per face, in face order."""
     far = check_far(far)
     analyzer = analyzer or FaceAnalyzer()

@@ -39,9 +39,10 @@ from facelens.cli._common import (
     report_errors,
     run_batch,
 )
+from facelens.cli.gallery import SubjectOpt
 from facelens.errors import FacelensError, QualityError
 from facelens.io import expand_paths
-from facelens.pipeline import FaceAnalyzer
+from facelens.pipeline import FaceAnalyzer, main_face
 from facelens.types import ImageResult
 
 
@@ -175,11 +176,12 @@ def embed(
     det_size: DetSizeOpt = "auto",
     recognizer: RecognizerOpt = "arcface-mbf",
     flip: FlipOpt = False,
-    largest: Annotated[bool, typer.Option("--largest", help="only the largest face of each image")] = False,
+    largest: Annotated[bool, typer.Option("--largest", help="only one face per image: its subject")] = False,
+    subject: SubjectOpt = "main",
     threads: ThreadsOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Embed every face (or the largest per image) into L2-normalised vectors."""
+    """Embed every face (or each image's subject, --largest) into L2-normalised vectors."""
     suffix = output.suffix.lower()
     if output.is_dir():
         raise fail(f"--out {output} is a folder; give a file name ending in .npy or .jsonl")
@@ -191,7 +193,8 @@ def embed(
     results = run_batch(analyzer, images, embed=True, label="embedding")
     rows = []
     for r in results:
-        faces = sorted(r.faces, key=lambda f: -f.area)[:1] if largest else r.faces
+        one = main_face(r.faces, r.width or 0, r.height or 0, subject) if largest else None
+        faces = ([one] if one is not None else []) if largest else r.faces
         rows.extend((r.source, i, f) for i, f in enumerate(faces))
     output.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy":
@@ -218,14 +221,15 @@ def embed(
 
 
 def verify(
-    image_a: Annotated[str, typer.Argument(help="first image (its largest face)")],
-    image_b: Annotated[str, typer.Argument(help="second image (its largest face)")],
+    image_a: Annotated[str, typer.Argument(help="first image (its subject, see --subject)")],
+    image_b: Annotated[str, typer.Argument(help="second image (its subject)")],
     far: FarOpt = 1e-3,
     detector: DetectorOpt = "scrfd-500m",
     det_size: DetSizeOpt = "auto",
     recognizer: RecognizerOpt = "arcface-mbf",
     flip: FlipOpt = False,
     min_quality: MinQualityOpt = None,
+    subject: SubjectOpt = "main",
     json_out: JsonOpt = False,
 ) -> None:
     """Same person? Exit 0 if so, 1 if not, 2 on error, 3 if a face is too poor to decide."""
@@ -233,7 +237,7 @@ def verify(
 
     analyzer = FaceAnalyzer(detector, recognizer, threads=1, flip=flip, det_size=det_size)
     try:
-        result = verify_pair(image_a, image_b, far=far, analyzer=analyzer, min_quality=min_quality)
+        result = verify_pair(image_a, image_b, far=far, analyzer=analyzer, min_quality=min_quality, subject=subject)
     except QualityError as exc:
         # not "different people": a face too poor to compare gets its own answer and exit code
         if json_out:

@@ -27,6 +27,21 @@ from facelens.cli._common import (
 )
 from facelens.io import expand_paths
 
+
+def _subject_rule(value: str) -> str:
+    from facelens.errors import ConfigError
+    from facelens.pipeline import check_subject_rule
+
+    try:
+        return check_subject_rule(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+SubjectOpt = Annotated[str, typer.Option(
+    "--subject", callback=_subject_rule,
+    help="which face is a photo's subject: main (size weighed by closeness to the centre) or largest")]
+
 gallery_app = typer.Typer(no_args_is_help=True, help="Enroll, list, rename, merge and forget people.")
 
 
@@ -34,17 +49,19 @@ gallery_app = typer.Typer(no_args_is_help=True, help="Enroll, list, rename, merg
 def gallery_enroll(
     name: Annotated[str, typer.Argument(help="the person's name")],
     images: Annotated[list[str], typer.Argument(help="photos of this person, one face each (or folders)")],
-    largest: Annotated[bool, typer.Option("--largest", help="take the largest face of a multi-face photo")] = False,
+    largest: Annotated[bool, typer.Option(
+        "--largest", help="take the subject of a multi-face photo even when it is not clearly the one")] = False,
+    subject: SubjectOpt = "main",
     recognizer: Annotated[str | None, typer.Option("--recognizer", help="for a new gallery")] = None,
     min_quality: MinQualityOpt = None,
     det_size: DetSizeOpt = "auto",
     gallery: GalleryOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Enroll NAME from IMAGES (all or nothing: a photo with no face, several faces, or a face below the
-    quality floor is refused, with the reason)."""
+    """Enroll NAME from IMAGES (all or nothing: a photo with no face, several faces none of which is
+    clearly its subject, or a face below the quality floor is refused, with the reason)."""
     store = open_gallery(gallery, recognizer, min_quality, det_size)
-    ids = store.enroll(name, [str(p) for p in expand_paths(images)], largest=largest)
+    ids = store.enroll(name, [str(p) for p in expand_paths(images)], largest=largest, subject=subject)
     if json_out:
         print_json({"person": name, "faces_added": ids})
     else:
@@ -54,14 +71,17 @@ def gallery_enroll(
 @gallery_app.command("import")
 def gallery_import(
     root: Annotated[Path, typer.Argument(help="folder with one sub-folder of photos per person")],
-    largest: Annotated[bool, typer.Option("--largest", help="take the largest face of a multi-face photo")] = False,
+    largest: Annotated[bool, typer.Option(
+        "--largest", help="take the subject of a multi-face photo even when it is not clearly the one")] = False,
+    subject: SubjectOpt = "main",
     recognizer: Annotated[str | None, typer.Option("--recognizer", help="for a new gallery")] = None,
     min_quality: MinQualityOpt = None,
     det_size: DetSizeOpt = "auto",
     gallery: GalleryOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Enroll a folder per person (bad files reported and skipped; a rerun resumes), or load an export."""
+    """Enroll a folder per person (each photo's subject when it is clearly the one; ambiguous and bad files
+    reported with their reason and skipped; a rerun resumes), or load an export."""
     from facelens.evaluate.protocols import folder_per_person
 
     store = open_gallery(gallery, recognizer, min_quality, det_size)
@@ -71,7 +91,8 @@ def gallery_import(
         return
     total = len(folder_per_person(root))
     with progress_bar(total, "importing") as advance:
-        report = store.import_folder(root, largest=largest, on_result=lambda entry: advance(None))  # type: ignore
+        report = store.import_folder(root, largest=largest, subject=subject,
+                                     on_result=lambda entry: advance(None))  # type: ignore[arg-type]
     errors = [r for r in report if r["status"] == "error"]
     for r in errors:
         err.print(f"[red]error:[/red] {escape(r['error'])}", markup=True, highlight=False)
@@ -80,7 +101,11 @@ def gallery_import(
     else:
         done = sum(r["status"] == "enrolled" for r in report)
         skipped = sum(r["status"] == "already enrolled" for r in report)
-        out.print(f"enrolled {done} photo(s), {skipped} already there, {len(errors)} error(s) "
+        reasons: dict[str, int] = {}
+        for r in errors:
+            reasons[r.get("reason", "other")] = reasons.get(r.get("reason", "other"), 0) + 1
+        why = " (" + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items())) + ")" if reasons else ""
+        out.print(f"enrolled {done} photo(s), {skipped} already there, {len(errors)} error(s){escape(why)} "
                   f"into {escape(str(store.path))}")
     raise typer.Exit(EXIT_ERROR if errors else EXIT_OK)
 

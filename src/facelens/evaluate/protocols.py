@@ -1,7 +1,8 @@
 """Evaluation protocols as papers run them: LFW-style pairs (10-fold), identification (CMC, DIR@FPIR),
 low-resolution probes, and per-group error rates.
 
-Every image is reduced to one embedding: its largest detected face, or — when no face is found, as
+Every image is reduced to one embedding: its subject (by default the main subject, size weighed by
+closeness to the centre, see `facelens.pipeline.main_face`; or the largest face), or — when no face is found, as
 papers do for LFW — a fallback: the ArcFace template's landmarks laid on a centred square of
 `FALLBACK_SIDE` x the shorter image side (on a 250x250 LFW photo, the central 112 px, about where
 LFW's face is). How many images needed it is reported.
@@ -24,12 +25,13 @@ from facelens.errors import ConfigError, FacelensError
 from facelens.evaluate import metrics
 from facelens.evaluate.cache import EmbeddingCache
 from facelens.io import IMAGE_SUFFIXES, decode_image, sha256_file
-from facelens.pipeline import FaceAnalyzer, largest_face
+from facelens.pipeline import FaceAnalyzer, check_subject_rule, main_face
 from facelens.types import Face
 
 FALLBACK_SIDE = 0.45
 DEFAULT_FARS = (1e-4, 1e-3, 1e-2)
 N_FOLDS = 10
+FOLD_SEED = 0
 
 
 # -- pairs files -------------------------------------------------------------------------------
@@ -39,10 +41,32 @@ class Pair:
     b: Path
     same: bool
     fold: int
+    # where the fold came from: "file" (the pairs file says) or "stratified" (see `stratified_folds`)
+    fold_source: str = "file"
 
 
-def _consecutive_folds(n: int, k: int = N_FOLDS) -> list[int]:
-    return [i * k // n for i in range(n)] if n >= k else list(range(n))
+def stratified_folds(labels: list[bool], k: int = N_FOLDS, seed: int = FOLD_SEED) -> list[int]:
+    """A fold for each pair: every class shuffled (seeded, so a rerun gives the same folds) and dealt
+    round-robin into `k` folds, so each fold holds genuine and impostor pairs in the file's proportion,
+    whatever the file's order (cutting a label-sorted file into blocks gives folds of one class)."""
+    rng = np.random.default_rng(seed)
+    folds = [0] * len(labels)
+    for label in (True, False):
+        members = [i for i, value in enumerate(labels) if bool(value) is label]
+        for rank, i in enumerate(rng.permutation(len(members))):
+            folds[members[i]] = rank % k
+    return folds
+
+
+def folds_description(pairs: list[Pair]) -> str:
+    """How the pairs were split into folds, for the report."""
+    dealt = sum(p.fold_source == "stratified" for p in pairs)
+    if not dealt:
+        return "as given in the pairs file"
+    how = (f"stratified: {N_FOLDS} folds, each holding genuine and impostor pairs in proportion "
+           f"(seeded shuffle, seed {FOLD_SEED})")
+    return how + ("; the pairs file gave no folds" if dealt == len(pairs) else
+                  f", for the {dealt} pair(s) without a fold in the pairs file; the others as given")
 
 
 def read_lfw_pairs(pairs_file: Path, root: Path) -> list[Pair]:
@@ -88,8 +112,8 @@ def read_lfw_pairs(pairs_file: Path, root: Path) -> list[Pair]:
             kind = "'name i j'" if same else "'name1 i name2 j'"
             raise ConfigError(f"{pairs_file}:{number}: expected a {kind} line here, got {' '.join(tokens)!r}")
     if n_folds == 1:
-        folds = _consecutive_folds(len(pairs))
-        pairs = [Pair(p.a, p.b, p.same, f) for p, f in zip(pairs, folds, strict=True)]
+        folds = stratified_folds([p.same for p in pairs])
+        pairs = [Pair(p.a, p.b, p.same, f, "stratified") for p, f in zip(pairs, folds, strict=True)]
     return pairs
 
 
@@ -99,8 +123,9 @@ _FALSE = {"0", "false", "no"}
 
 def read_pairs_csv(path: Path, check_files: bool = False) -> list[Pair]:
     """Pairs from a CSV of `path1,path2,same[,fold]` (a header line is optional; relative paths are taken
-    from the CSV's folder; `same` is 1/0, true/false or yes/no). Without a fold column, pairs are cut
-    into ten consecutive folds in file order. Errors name the line."""
+    from the CSV's folder; `same` is 1/0, true/false or yes/no). Pairs without a fold are dealt into
+    ten stratified folds (`stratified_folds`: both classes in every fold, a seeded shuffle). Errors name
+    the line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such pairs file")
@@ -129,8 +154,11 @@ def read_pairs_csv(path: Path, check_files: bool = False) -> list[Pair]:
             rows.append((first, second, label.lower() in _TRUE, fold))
     if not rows:
         raise ConfigError(f"{path}: no pairs in the file")
-    folds = _consecutive_folds(len(rows))
-    return [Pair(a, b, same, fold if fold is not None else folds[i]) for i, (a, b, same, fold) in enumerate(rows)]
+    # pairs with a fold keep it; the others are dealt into stratified folds among themselves
+    missing = [i for i, row in enumerate(rows) if row[3] is None]
+    dealt = dict(zip(missing, stratified_folds([rows[i][2] for i in missing]), strict=True))
+    return [Pair(a, b, same, fold) if fold is not None else Pair(a, b, same, dealt[i], "stratified")
+            for i, (a, b, same, fold) in enumerate(rows)]
 
 
 def read_pairs(pairs_file: Path, root: Path | None = None) -> list[Pair]:
@@ -188,21 +216,24 @@ class Embeddings:
 
 
 class Embedder:
-    """Embeds images one face each (largest, or the fallback), through the cache."""
+    """Embeds images one face each (the subject by the `subject` rule, or the fallback), through the cache."""
 
-    def __init__(self, analyzer: FaceAnalyzer, cache: EmbeddingCache | None = None) -> None:
+    def __init__(self, analyzer: FaceAnalyzer, cache: EmbeddingCache | None = None, subject: str = "main") -> None:
         self.analyzer = analyzer
         self.cache = cache
+        self.subject = check_subject_rule(subject)
 
     def model_key(self, probe_size: int | None) -> str:
         a = self.analyzer
+        # "largest" keeps the key of the embeddings cached before the subject rule existed
+        rule = "" if self.subject == "largest" else f"|subject={self.subject}"
         return (f"{a.detector}|{a.recognizer}|flip={int(a.flip)}|det={a.det_size}|thr={a.det_threshold}"
-                f"|decode={a.decode_size}|fallback={FALLBACK_SIDE}|low={probe_size or 0}")
+                f"|decode={a.decode_size}|fallback={FALLBACK_SIDE}|low={probe_size or 0}{rule}")
 
     def _embed_one(self, path: Path, probe_size: int | None) -> tuple[np.ndarray, dict[str, Any]]:
         decoded = decode_image(path, max_side=self.analyzer.decode_size)
         pixels = decoded.pixels
-        face = largest_face(self.analyzer.detector_model.detect(pixels))
+        face = main_face(self.analyzer.detector_model.detect(pixels), pixels.shape[1], pixels.shape[0], self.subject)
         info: dict[str, Any] = {"fallback": face is None}
         if face is None:
             face = fallback_face(*pixels.shape[:2])
@@ -305,6 +336,8 @@ def evaluate_pairs(
         "flip": embedder.analyzer.flip,
         "pairs": len(pairs),
         "pairs_skipped": len(pairs) - len(usable),
+        "folds": folds_description(pairs),
+        "subject": embedder.subject,
         "images": len(set(images)),
         "fallback_images": len(emb.fallback),
         "unreadable_images": {str(k): v for k, v in emb.errors.items()},
@@ -436,6 +469,7 @@ def evaluate_identification(
         "recognizer": embedder.analyzer.recognizer,
         "detector": embedder.analyzer.detector,
         "people": len(by_person),
+        "subject": embedder.subject,
         "gallery_people": len(set(g_lab)),
         "gallery_images": len(g_lab),
         "mated_probes": len(mated),

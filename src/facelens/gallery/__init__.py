@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facelens.errors import ConfigError, FacelensError, NoFaceError, QualityError
+from facelens.errors import ConfigError, FacelensError, ImageError, NoFaceError, QualityError
 from facelens.gallery.store import (
     DuplicateFace,
     GalleryCorrupt,
@@ -42,7 +42,7 @@ from facelens.gallery.store import (
 )
 from facelens.io import ImageSource, decode_image, sha256_file
 from facelens.models.registry import threshold_for
-from facelens.pipeline import FaceAnalyzer, source_label
+from facelens.pipeline import FaceAnalyzer, check_subject_rule, clear_subject, main_face, source_label
 from facelens.sqlite import make_private_dir, private_file
 from facelens.types import Face
 
@@ -105,6 +105,10 @@ def image_digest(image: ImageSource) -> str | None:
     return digest.hexdigest()
 
 
+class AmbiguousSubject(GalleryError):
+    """A photo with several faces, none clearly its subject: refused rather than guessed."""
+
+
 def face_thumbnail(pixels: np.ndarray, face: Face) -> bytes:
     """A 112x112 JPEG of the face's box (gallery records and clustering contact sheets)."""
     x1, y1, x2, y2 = (int(v) for v in face.bbox)
@@ -112,6 +116,25 @@ def face_thumbnail(pixels: np.ndarray, face: Face) -> bytes:
     crop = cv2.resize(crop, (THUMBNAIL_SIZE, THUMBNAIL_SIZE), interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 85])
     return buf.tobytes() if ok else b""
+
+
+REFUSAL_REASONS = ("no face", "ambiguous subject", "below the quality floor", "duplicate image", "unreadable",
+                   "other")
+
+
+def _refusal_reason(exc: BaseException) -> str:
+    """The short reason of an import's refused file (the per-file report's `reason`)."""
+    if isinstance(exc, NoFaceError):
+        return "no face"
+    if isinstance(exc, AmbiguousSubject):
+        return "ambiguous subject"
+    if isinstance(exc, QualityError):
+        return "below the quality floor"
+    if isinstance(exc, DuplicateFace):
+        return "duplicate image"
+    if isinstance(exc, OSError | ImageError):
+        return "unreadable"
+    return "other"
 
 
 class Gallery:
@@ -251,19 +274,23 @@ class Gallery:
 
     # -- enroll ----------------------------------------------------------------------------------
     def enroll(self, name: str, images: list[ImageSource], largest: bool = False,
-               metadata: dict[str, Any] | None = None, allow_duplicate: bool = False) -> list[int]:
+               metadata: dict[str, Any] | None = None, allow_duplicate: bool = False,
+               subject: str = "main") -> list[int]:
         """Add one face per image to `name` (created if new, with `metadata`), all in one transaction.
 
-        An image with no face, with several faces unless `largest`, or whose face is below the quality
-        floor, is refused with the reason and nothing is written: a gallery polluted by a wrong or
-        unusable face is worse than a retry. So is an image already enrolled (same content hash), for
-        this person or another one (`DuplicateFace`), unless `allow_duplicate`: identical biometric
-        data under two names survives forgetting one of them.
+        Of several faces in an image, the photo's subject is taken when it is clearly the one (by the
+        `subject` rule, "main": size weighed by closeness to the centre, or "largest"; a margin of
+        `SUBJECT_MARGIN` over the next face, see `facelens.pipeline.clear_subject`); `largest` takes the
+        subject even without that margin. An image with no face, an ambiguous one (`AmbiguousSubject`)
+        unless `largest`, or whose face is below the quality floor, is refused with the reason and nothing
+        is written: a gallery polluted by a wrong or unusable face is worse than a retry. So is an image
+        already enrolled (same content hash), for this person or another one (`DuplicateFace`), unless
+        `allow_duplicate`: identical biometric data under two names survives forgetting one of them.
         """
         name = clean_name(name)
         if metadata is not None:
             metadata_json(metadata)
-        prepared = self._prepare(images, largest)
+        prepared = self._prepare(images, largest, subject)
         started = time.perf_counter()
         with self.store.transaction() as conn:
             # the name is resolved inside the write transaction: a concurrent rename or forget cannot
@@ -275,7 +302,7 @@ class Gallery:
         return ids
 
     def add_faces(self, person_id: int, images: list[ImageSource], largest: bool = False,
-                  allow_duplicate: bool = False) -> list[int]:
+                  allow_duplicate: bool = False, subject: str = "main") -> list[int]:
         """Add one face per image to the existing person `person_id` (same refusals as `enroll`).
 
         The person is looked up by id inside the write transaction: if they were forgotten (or merged
@@ -284,7 +311,7 @@ class Gallery:
         if not valid_id(person_id):
             raise GalleryNotFound(f"no person {person_id!r} in the gallery")
         self._existing().person(person_id)  # fail before running the models
-        prepared = self._prepare(images, largest)
+        prepared = self._prepare(images, largest, subject)
         started = time.perf_counter()
         with self.store.transaction() as conn:
             person = self.store.person(person_id, conn)
@@ -294,9 +321,10 @@ class Gallery:
         self.timings["store_s"] += time.perf_counter() - started
         return ids
 
-    def _prepare(self, images: list[ImageSource], largest: bool) -> list[tuple[Face, str | None, bytes,
-                                                                              float | None, str]]:
+    def _prepare(self, images: list[ImageSource], largest: bool, subject: str = "main"
+                 ) -> list[tuple[Face, str | None, bytes, float | None, str]]:
         """Detect, check and embed one face per image (outside any transaction: this is the slow part)."""
+        check_subject_rule(subject)
         if isinstance(images, str | os.PathLike | bytes | np.ndarray):
             raise ConfigError("images must be a list of images (one face each), e.g. [path], not one image")
         if not images:
@@ -318,9 +346,14 @@ class Gallery:
             faces = analyzer.detector_model.detect(decoded.pixels)
             if not faces:
                 raise NoFaceError(f"{label}: no face found; nothing enrolled")
-            if len(faces) > 1 and not largest:
-                raise GalleryError(f"{label}: {len(faces)} faces found; enroll needs one (or pass --largest)")
-            face = max(faces, key=lambda f: f.area)
+            height, width = decoded.pixels.shape[:2]
+            if largest:
+                face = main_face(faces, width, height, subject)
+            else:
+                face, why = clear_subject(faces, width, height, subject)
+                if face is None:
+                    raise AmbiguousSubject(f"{label}: {why}; nothing enrolled (pass --largest to take the "
+                                           f"{'largest' if subject == 'largest' else 'main'} face anyway)")
             analyzer.embed(decoded.pixels, [face])
             quality = self._check_quality(label, decoded.pixels, face)
             thumb = face_thumbnail(decoded.pixels, face)
@@ -376,11 +409,14 @@ class Gallery:
 
     def import_folder(
         self, root: str | os.PathLike[str], largest: bool = False,
-        on_result: Callable[[dict[str, Any]], None] | None = None,
+        on_result: Callable[[dict[str, Any]], None] | None = None, subject: str = "main",
     ) -> list[dict[str, Any]]:
         """Enroll a folder-per-person tree, one transaction per image, so an interrupted import leaves a
         consistent gallery and a rerun picks up where it stopped (images already enrolled for that
-        person, by content hash, are skipped). Returns one report entry per file."""
+        person, by content hash, are skipped). Each photo's subject is chosen as `enroll` does. Returns
+        one report entry per file; a refused one has `error` (the message) and `reason` (one of
+        `REFUSAL_REASONS`)."""
+        check_subject_rule(subject)
         from facelens.evaluate.protocols import folder_per_person
 
         report = []
@@ -391,16 +427,16 @@ class Gallery:
                 if self._has_image(person, digest):  # a quick skip before the models; enroll re-checks
                     entry["status"] = "already enrolled"
                 else:
-                    entry["face_ids"] = self.enroll(person, [path], largest=largest)
+                    entry["face_ids"] = self.enroll(person, [path], largest=largest, subject=subject)
                     entry["status"] = "enrolled"
             except DuplicateFace as exc:
                 # the same person: enrolled by a concurrent import meanwhile, or the same file twice
                 entry["status"] = "already enrolled" if exc.same_person else "error"
                 if not exc.same_person:
-                    entry["error"] = str(exc)
+                    entry["error"], entry["reason"] = str(exc), "duplicate image"
             except (FacelensError, OSError) as exc:
                 entry["status"] = "error"
-                entry["error"] = str(exc)
+                entry["error"], entry["reason"] = str(exc), _refusal_reason(exc)
             report.append(entry)
             if on_result:
                 on_result(entry)
