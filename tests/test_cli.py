@@ -47,8 +47,11 @@ def test_verify_exit_codes(data):
     assert diff.returncode == 1 and "different" in diff.stdout
     noface = run("verify", a, data / "nonface/skimage__brick.png")
     assert noface.returncode == 2 and "no face found" in noface.stderr
-    bad_far = run("verify", a, a, "--far", "0.05")
-    assert bad_far.returncode == 2 and "calibrated" in bad_far.stderr
+    # every rate in (0, 1) has a threshold now (measured, or from the fitted tail); outside it is refused
+    unlisted = run("verify", a, a, "--far", "0.05")
+    assert unlisted.returncode == 0 and "FAR 0.05" in unlisted.stdout
+    bad_far = run("verify", a, a, "--far", "1.5")
+    assert bad_far.returncode == 2 and "far must be" in bad_far.stderr
 
 
 def test_embed_npy_and_jsonl(data, tmp_path):

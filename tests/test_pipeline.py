@@ -64,8 +64,8 @@ def test_verification_all_pairs(identity_embeddings):
     rates = rates_at(genuine, impostor, threshold)
     print(f"\n{len(genuine)} genuine / {len(impostor)} impostor pairs at threshold {threshold:.4f} (FAR 1e-3): "
           f"accuracy {rates['accuracy']:.4%}, FMR {rates['fmr']:.4%}, FNMR {rates['fnmr']:.4%}")
-    # Measured 99.91% / FMR 0.097% / FNMR 0.0%. The shipped threshold was calibrated on these same
-    # photos (the only labelled set here), so the floors leave room rather than echo the figures.
+    # Measured 99.94% / FMR 0.065% / FNMR 0.0% (threshold 0.2456, calibrated on these photos together
+    # with people_celeba's 2,908), so the floors leave room rather than echo the figures.
     assert rates["accuracy"] >= 0.99
     assert rates["fmr"] <= 2e-3
     assert rates["fnmr"] <= 0.02
@@ -77,8 +77,10 @@ def test_thresholds_are_calibrated_records():
     assert record is not None and record["data"]["images"] > 100
     values = [record["thresholds"][k]["threshold"] for k in ("0.01", "0.001", "0.0001")]
     assert values == sorted(values)  # stricter FAR, higher threshold
-    with pytest.raises(ConfigError, match="no threshold calibrated"):
-        threshold_for("arcface-mbf", 0.05)
+    # any rate in (0, 1) is answered now (measured curve, fitted tail below it), in order
+    assert threshold_for("arcface-mbf", 0.05) < values[0]
+    with pytest.raises(ConfigError, match="far must be"):
+        threshold_for("arcface-mbf", 1.5)
 
 
 def test_verify_api(data, analyzer):

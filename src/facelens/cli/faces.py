@@ -313,6 +313,9 @@ def find(
 def calibrate(
     root: Annotated[Path | None, typer.Option("--root", help="folder with one sub-folder of images per person")] = None,
     pairs: Annotated[Path | None, typer.Option("--pairs", help="CSV of path1,path2,same")] = None,
+    impostors: Annotated[Path | None, typer.Option(
+        "--impostors", help="with --root: a further folder per person, used only for impostor pairs (more "
+        "impostor pairs measure lower false-match rates)")] = None,
     detector: DetectorOpt = "scrfd-500m",
     det_size: DetSizeOpt = "auto",
     recognizer: RecognizerOpt = "arcface-mbf",
@@ -322,7 +325,8 @@ def calibrate(
     threads: ThreadsOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Measure verification thresholds at FAR 1e-2, 1e-3, 1e-4 from labelled data (--root or --pairs)."""
+    """Measure verification thresholds from labelled data (--root or --pairs): FAR 1e-2 to 1e-4, and down
+    to 1e-7 (measured where enough impostor pairs reach it, else from a fitted tail) on larger sets."""
     from facelens.calibrate import calibrate as calibrate_folder
     from facelens.calibrate import calibrate_pairs, save_record
     from facelens.evaluate.protocols import folder_per_person, read_pairs_csv
@@ -330,11 +334,13 @@ def calibrate(
 
     if (root is None) == (pairs is None):
         raise fail("give exactly one of --root DIR (folder per person) or --pairs FILE.csv")
+    if impostors is not None and root is None:
+        raise fail("--impostors goes with --root (a folder per person), not --pairs")
     analyzer = FaceAnalyzer(detector, recognizer, threads=threads, flip=flip, det_size=det_size)
     if root is not None:
-        total = len(folder_per_person(root))
+        total = len(folder_per_person(root)) + (len(folder_per_person(impostors)) if impostors else 0)
         with progress_bar(total, "calibrating") as advance:
-            record = calibrate_folder(root, analyzer, on_result=advance)
+            record = calibrate_folder(root, analyzer, on_result=advance, impostors=impostors)
     else:
         total = len({p for pair in read_pairs_csv(pairs) for p in (pair.a, pair.b)})
         with progress_bar(total, "calibrating") as advance:

@@ -345,9 +345,18 @@ def check_far(far: Any) -> float:
     return value
 
 
-def threshold_for(recognizer: str, far: float, flip: bool = False) -> float:
-    """The cosine-similarity threshold measured for a target false-match rate."""
-    far = check_far(far)
+def threshold_at_fmr(recognizer: str, fmr: float, flip: bool = False) -> dict[str, Any]:
+    """The threshold for any false-match rate in (0, 1), with how it was obtained.
+
+    Returns {"fmr", "threshold", "interval": [low, high] or None, "method", "data"}: "empirical"
+    where enough impostor pairs of the calibration data reach the threshold, "tail-fit" below that
+    (a generalised Pareto tail, `facelens.tail`), "interval" a 95% bootstrap interval, "data" the
+    record's description of the data it was measured on. Rates far below what any data set can
+    measure (e.g. a per-comparison rate FPIR / gallery size) are answered from the tail model, and
+    the interval says how little is known there. Records written before tail models existed only
+    answer the rates they list.
+    """
+    fmr = check_far(fmr)
     record = calibration(recognizer, flip)
     if not record:
         flag = " --flip" if flip else ""
@@ -355,8 +364,38 @@ def threshold_for(recognizer: str, far: float, flip: bool = False) -> float:
             f"no calibrated thresholds for {calibration_key(recognizer, flip)!r}; run `facelens calibrate "
             f"--recognizer {recognizer}{flag} --root DIR --save` on a folder-per-person set"
         )
-    table = {float(k): float(v["threshold"]) for k, v in record["thresholds"].items()}
-    if far in table:
-        return table[far]
-    known = ", ".join(f"{k:g}" for k in sorted(table))
-    raise ConfigError(f"no threshold calibrated for FAR={far:g} with {recognizer}; calibrated: {known}")
+    listed = {float(k): v for k, v in record.get("thresholds", {}).items()}
+    if fmr in listed:
+        entry = listed[fmr]
+        return {"fmr": fmr, "threshold": float(entry["threshold"]), "interval": entry.get("interval"),
+                "method": entry.get("method", "empirical"), "data": record.get("data", {})}
+    if record.get("tail"):
+        from facelens.tail import TailModel
+
+        try:
+            answer = _tail_model(json.dumps(record["tail"], sort_keys=True), TailModel).threshold_at(fmr)
+        except ValueError as exc:
+            raise ConfigError(f"no threshold for FAR={fmr:g} with {recognizer}: {exc}") from None
+        return answer | {"data": record.get("data", {})}
+    known = ", ".join(f"{k:g}" for k in sorted(listed))
+    raise ConfigError(
+        f"no threshold calibrated for FAR={fmr:g} with {recognizer}; calibrated: {known} "
+        "(recalibrate with `facelens calibrate` to get every rate)"
+    )
+
+
+_TAIL_MODELS: dict[str, Any] = {}
+
+
+def _tail_model(text: str, cls: Any) -> Any:
+    """Parsed tail models, by their JSON text (a record is read on every call; parsing it once is enough)."""
+    if text not in _TAIL_MODELS:
+        if len(_TAIL_MODELS) > 8:
+            _TAIL_MODELS.clear()
+        _TAIL_MODELS[text] = cls.from_dict(json.loads(text))
+    return _TAIL_MODELS[text]
+
+
+def threshold_for(recognizer: str, far: float, flip: bool = False) -> float:
+    """The cosine-similarity threshold for a target false-match rate (see `threshold_at_fmr`)."""
+    return float(threshold_at_fmr(recognizer, far, flip)["threshold"])
