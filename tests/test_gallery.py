@@ -145,11 +145,13 @@ def _wait_for_faces(db, minimum, proc, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         try:
-            with sqlite3.connect(db, timeout=5) as conn:
+            # read-only URI: a plain connect would create an empty file before the importer does, and an
+            # empty gallery file is (rightly) refused as damaged
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
                 if conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0] >= minimum:
                     return
         except sqlite3.OperationalError:
-            pass  # the schema is not there yet
+            pass  # not created yet, or the schema is not there yet
         time.sleep(0.05)
     raise AssertionError("import did not progress")
 

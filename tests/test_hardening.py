@@ -263,7 +263,8 @@ def test_python_api_misuse_gets_clear_errors(data, tmp_path):
     with pytest.raises(ConfigError, match="list of images"):
         g.enroll("x", image)
     g.enroll("x", [image])
-    for kwargs in ({"far": "abc"}, {"far": float("nan")}, {"top_k": 0}, {"top_k": "3"}, {"top_k": -1}):
+    for kwargs in ({"fpir": "abc"}, {"fpir": float("nan")}, {"fpir": 1.5}, {"top_k": 0}, {"top_k": "3"},
+                   {"top_k": -1}):
         with pytest.raises(ConfigError):
             g.identify(image, **kwargs)
     with pytest.raises(ConfigError, match="finite"):

@@ -369,21 +369,28 @@ def identify(
     images: Annotated[list[str], typer.Argument(help="images or folders")],
     gallery: GalleryOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=100)] = 3,
-    far: FarOpt = 1e-3,
+    fpir: Annotated[float, typer.Option(
+        "--fpir", help="false-positive identification rate: the share of strangers (never enrolled) that may "
+        "be given a name; the threshold follows from it and the gallery's size")] = 0.01,
     det_size: DetSizeOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Who is in these photos? Every face against the gallery: a name, or unknown."""
-    from facelens.models.registry import check_far
+    from facelens.gallery.openset import check_fpir
 
-    check_far(far)
+    check_fpir(fpir)
     store = open_gallery(gallery, det_size=det_size)
     store.people(limit=1)  # no gallery (or a damaged one) is one error before any image is read
+    decision = store.decision_threshold(fpir)
+    if not json_out:
+        err.print(f"threshold {decision.threshold:.3f}: FPIR {fpir:g} over {decision.gallery_faces} enrolled "
+                  f"face(s) of {decision.gallery_people} people (per comparison {decision.fmr:.2g}, "
+                  f"{decision.method})")
     failed = 0
     table = Table("image", "face", "box", "identity", "similarity", "next best")
     for path in expand_paths(images):
         try:
-            found = store.identify(str(path), top_k=top_k, far=far)
+            found = store.identify(str(path), top_k=top_k, fpir=fpir)
         except FacelensError as exc:
             failed += 1
             err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)

@@ -24,7 +24,7 @@ from facelens.errors import FacelensError
 from facelens.evaluate.protocols import folder_per_person
 from facelens.io import decode_image
 from facelens.models.registry import threshold_for
-from facelens.pipeline import FaceAnalyzer, largest_face
+from facelens.pipeline import FaceAnalyzer, main_face
 
 FRACTIONS = np.round(np.arange(0.0, 0.505, 0.01), 2)
 PAUC_LIMIT = 0.2
@@ -79,7 +79,8 @@ def measure_samples(root: Path, analyzer: FaceAnalyzer,
         path, person = item
         try:
             decoded = decode_image(path, max_side=analyzer.decode_size)
-            face = largest_face(analyzer.detector_model.detect(decoded.pixels))
+            pixels = decoded.pixels
+            face = main_face(analyzer.detector_model.detect(pixels), pixels.shape[1], pixels.shape[0])
             if face is None:
                 errors[str(path)] = f"{path}: no face found"
             else:

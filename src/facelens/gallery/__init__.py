@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from facelens.errors import ConfigError, FacelensError, ImageError, NoFaceError, QualityError
+from facelens.gallery.openset import DEFAULT_FPIR, OpenSetThreshold, check_fpir, fpir_threshold
 from facelens.gallery.store import (
     DuplicateFace,
     GalleryCorrupt,
@@ -41,7 +42,6 @@ from facelens.gallery.store import (
     valid_id,
 )
 from facelens.io import ImageSource, decode_image, sha256_file
-from facelens.models.registry import threshold_for
 from facelens.pipeline import FaceAnalyzer, check_subject_rule, clear_subject, main_face, source_label
 from facelens.sqlite import make_private_dir, private_file
 from facelens.types import Face
@@ -80,6 +80,7 @@ class Identification:
     face: Face
     matches: list[Match]
     threshold: float
+    decision: OpenSetThreshold | None = None  # the FPIR and gallery size the threshold came from
 
     @property
     def identity(self) -> str | None:
@@ -87,9 +88,12 @@ class Identification:
         return self.matches[0].person if self.matches and self.matches[0].similarity >= self.threshold else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bbox": self.face.to_dict(embedding=False)["bbox"], "det_score": round(self.face.det_score, 4),
-                "identity": self.identity or "unknown", "threshold": round(self.threshold, 5),
-                "matches": [m.to_dict() for m in self.matches]}
+        out = {"bbox": self.face.to_dict(embedding=False)["bbox"], "det_score": round(self.face.det_score, 4),
+               "identity": self.identity or "unknown", "threshold": round(self.threshold, 5),
+               "matches": [m.to_dict() for m in self.matches]}
+        if self.decision is not None:
+            out["decision"] = self.decision.to_dict()
+        return out
 
 
 def image_digest(image: ImageSource) -> str | None:
@@ -154,6 +158,7 @@ class Gallery:
         self._store: SQLiteStore | None = None
         self._index: Any = None
         self._lock = threading.Lock()
+        self._size_cache: tuple[int, int, int] | None = None  # (generation, faces, people)
         # seconds spent reading photos and running the models vs writing to the store, summed over
         # enrollments: the benchmark's "the store adds < 5 %" figure comes from here
         self.timings = {"analyze_s": 0.0, "store_s": 0.0}
@@ -486,16 +491,39 @@ class Gallery:
                     return matches
                 k = min(total, 4 * k)
 
-    def identify(self, image: ImageSource, top_k: int = 5, far: float = 1e-3) -> list[Identification]:
-        """Every face of an image against the gallery: top-k people and a name, or unknown below the
-        threshold calibrated for the recognizer at false-match rate `far`."""
+    def identify(self, image: ImageSource, top_k: int = 5, fpir: float = DEFAULT_FPIR) -> list[Identification]:
+        """Every face of an image against the gallery: top-k people and a name, or unknown.
+
+        A name is given when the best match clears the threshold that names at most about `fpir` of
+        strangers (people never enrolled) in a gallery of this size (see `gallery/openset.py`): the
+        threshold rises as the gallery grows, where a fixed per-comparison FAR would name ever more
+        strangers. Each answer carries the FPIR, the gallery size and the threshold it used."""
         top_k = _check_top_k(top_k)
+        fpir = check_fpir(fpir)
         self._existing()
         analyzer = self._analyzer()
         self._check_recognizer()
-        threshold = threshold_for(analyzer.recognizer, far, analyzer.flip)
-        return [Identification(face, self.search(face.embedding, top_k), threshold)  # type: ignore[arg-type]
+        decision = self.decision_threshold(fpir)
+        return [Identification(face, self.search(face.embedding, top_k), decision.threshold, decision)  # type: ignore[arg-type]
                 for face in analyzer.analyze(image)]
+
+    def decision_threshold(self, fpir: float = DEFAULT_FPIR) -> OpenSetThreshold:
+        """The open-set threshold for this gallery's current size at `fpir`."""
+        faces, people = self.size()
+        analyzer = self._analyzer()
+        return fpir_threshold(analyzer.recognizer, fpir, faces, people, analyzer.flip)
+
+    def size(self) -> tuple[int, int]:
+        """(faces, people) enrolled; counted once per database generation (a 1M-row COUNT is not free)."""
+        store = self._existing()
+        generation = store.generation()
+        cached = self._size_cache
+        if cached is None or cached[0] != generation:
+            conn = store.connect()
+            faces = int(conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+            people = int(conn.execute("SELECT COUNT(*) FROM people").fetchone()[0])
+            cached = self._size_cache = (generation, faces, people)
+        return cached[1], cached[2]
 
     # -- management ------------------------------------------------------------------------------
     def people(self, limit: int | None = None, offset: int = 0, after_id: int | None = None) -> list[Person]:

@@ -48,14 +48,18 @@ async def verify(request: Request, _: Read, service: ServiceDep, far: Far = 1e-3
 
 
 @router.post("/v1/identify", tags=["gallery"], openapi_extra=image_body("image"))
-async def identify(request: Request, _: Read, service: ServiceDep, far: Far = 1e-3,
+async def identify(request: Request, _: Read, service: ServiceDep,
+                   fpir: Annotated[float, Query(gt=0, lt=1, description=(
+                       "false-positive identification rate: the share of strangers that may be given a name; "
+                       "the threshold follows from it and the gallery's size"))] = 0.01,
                    top_k: Annotated[int, Query(ge=1, le=100)] = 5) -> dict[str, Any]:
-    """Every face of the image against the gallery: best matches, a name or "unknown"."""
+    """Every face of the image against the gallery: best matches, a name or "unknown" (each face says the
+    FPIR, gallery size and threshold of its decision)."""
     data = (await read_images(request, ("image",), service.upload_limit))["image"]
 
     def work() -> dict[str, Any]:
         pixels = decode_image(data).pixels
-        found = service.gallery.identify(pixels, top_k, far)
+        found = service.gallery.identify(pixels, top_k, fpir)
         service.metrics.count("facelens_identified_faces_total", len(found))
         return {"faces": [f.to_dict() for f in found], "width": int(pixels.shape[1]),
                 "height": int(pixels.shape[0])}
