@@ -160,8 +160,11 @@ def test_verify_and_analyze(env, data):
     diff = client.post("/v1/verify?far=0.0001", headers=keys["read"],
                        files={"image_a": jpeg(a), "image_b": jpeg(other)}).json()
     assert same["same"] is True and diff["same"] is False and diff["far"] == 0.0001
+    # every rate in (0, 1) has a threshold now (measured, or from the fitted tail); outside it is refused
     assert client.post("/v1/verify?far=0.5", headers=keys["read"],
-                       files={"image_a": jpeg(a), "image_b": jpeg(b)}).status_code == 400
+                       files={"image_a": jpeg(a), "image_b": jpeg(b)}).status_code == 200
+    assert client.post("/v1/verify?far=1.5", headers=keys["read"],
+                       files={"image_a": jpeg(a), "image_b": jpeg(b)}).status_code == 422
     r = client.post("/v1/analyze", headers=keys["read"], files={"image": jpeg(data / "expressions/happy_happy.jpg")})
     attrs = r.json()["faces"][0]["attributes"]
     assert attrs["expression"]["label"] == "happy" and {"pose", "quality", "age_gender"} <= set(attrs)
