@@ -197,6 +197,14 @@ def evaluate_quality_cmd(
 def evaluate_identify_cmd(
     root: Annotated[Path, typer.Option("--root", help="folder with one sub-folder of images per person")],
     enroll: Annotated[int, typer.Option("--enroll", min=1, help="images per person in the gallery")] = 1,
+    distractors: Annotated[Path | None, typer.Option(
+        "--distractors", help="folder per person of other people, never probes, added to the gallery in growing "
+                              "numbers: FPIR and DIR at the decision threshold against gallery size")] = None,
+    fpir: Annotated[float | None, typer.Option(
+        "--fpir", help="target FPIR of the decision threshold for --distractors (default 0.01)")] = None,
+    holdout: Annotated[float, typer.Option(
+        "--holdout", help="share of the people with enough images kept out of the gallery as unknown probes "
+                          "(seeded)")] = 0.0,
     recognizer: RecognizersOpt = "arcface-mbf",
     detector: DetectorOpt = "scrfd-500m",
     flip: FlipOpt = False,
@@ -206,19 +214,53 @@ def evaluate_identify_cmd(
     no_cache: NoCacheOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Identification: closed-set rank-1/rank-5 (CMC) and open-set DIR at FPIR 1e-2, 1e-1."""
+    """Identification: closed-set rank-1/rank-5 (CMC) and open-set DIR at FPIR 1e-2, 1e-1; with
+    --distractors, FPIR and DIR at the decision threshold as the gallery grows."""
     from facelens.evaluate.protocols import evaluate_identification, folder_per_person
-    from facelens.evaluate.report import IDENTIFY_HEADER, identify_rows, write_identify_outputs
+    from facelens.evaluate.report import (
+        GROWTH_HEADER,
+        IDENTIFY_HEADER,
+        growth_caption,
+        growth_rows,
+        identify_rows,
+        write_identify_outputs,
+    )
+    from facelens.gallery.openset import check_fpir
 
     if output is not None:
         _require_matplotlib()
-    n_images = len(folder_per_person(root))
+    if fpir is not None:
+        check_fpir(fpir)
+    if fpir is not None and distractors is None:
+        raise fail("--fpir sets the decision threshold of the --distractors sweep; give --distractors DIR")
+    if distractors is not None and not distractors.is_dir():
+        raise fail(f"--distractors {distractors}: no such folder (expected one sub-folder of images per person)")
+    if not 0.0 <= holdout < 1.0:
+        raise fail(f"--holdout must be a share in [0, 1), got {holdout:g}")
+    n_images = len(folder_per_person(root)) + (len(folder_per_person(distractors)) if distractors else 0)
     embedders, sizes = _evaluation_setup(recognizer, detector, flip, threads, no_cache, probe_size)
     results = []
     for embedder in embedders:
         with progress_bar(n_images, f"embedding ({embedder.analyzer.recognizer})") as advance:
             results.append(evaluate_identification(root, embedder, enroll, sizes,
-                                                   on_done=lambda _path: advance(None)))  # type: ignore[arg-type]
-    report = write_identify_outputs(output, results, {"root": str(root), "enroll": enroll}) \
-        if output is not None else None
-    _show_evaluation("identify", results, IDENTIFY_HEADER, identify_rows(results), report, json_out)
+                                                   on_done=lambda _path: advance(None),  # type: ignore[arg-type]
+                                                   distractors=distractors, fpir=fpir, holdout=holdout))
+    context: dict[str, Any] = {"root": str(root), "enroll": enroll}
+    if holdout:
+        context["holdout"] = holdout
+    if distractors is not None:
+        context["distractors"] = str(distractors)
+    report = write_identify_outputs(output, results, context) if output is not None else None
+    _show_evaluation("identify", results, IDENTIFY_HEADER, identify_rows(results), None if distractors else report,
+                     json_out)
+    if distractors is not None and not json_out:
+        for r in results:
+            table = Table(*GROWTH_HEADER, title=growth_caption(r))
+            for row in growth_rows(r):
+                table.add_row(*row)
+            out.print(table)
+            if r["unknown_probes"] == 0:
+                err.print(f"{r['recognizer']}: no unknown probes (every person has more than {enroll} image(s)), so "
+                          "FPIR cannot be measured; --holdout keeps a share of the people out of the gallery")
+        if report is not None:
+            out.print(f"wrote {escape(str(report))} and plots in {escape(str(report.parent))}")

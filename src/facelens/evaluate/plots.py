@@ -205,3 +205,35 @@ def plot_edc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
     ax.set_xlim(0.0, max((float(f[-1]) for f, _ in curves.values()), default=1.0))
     ax.set_ylim(bottom=0.0)
     return _finish(fig, ax, path, title, "upper right" if curves else None)
+
+
+def plot_gallery_growth(curves: dict[str, list[dict]], path: str | Path, fpir: float,
+                        title: str = "FPIR and DIR against gallery size") -> Path:
+    """FPIR (share of unknown probes named) and DIR (share of mated probes named correctly) at the
+    decision threshold for each gallery size, on a log gallery-size axis; the target FPIR dashed.
+    `curves` maps a recognizer to its rows ({"gallery_people", "fpir", "dir"}, see `distractor_sweep`)."""
+    fig, ax_fpir = _figure(6.4, 6.4)
+    fig.delaxes(ax_fpir)
+    ax_fpir, ax_dir = fig.subplots(2, 1, sharex=True)
+    top = 2.0 * fpir
+    for name, rows in curves.items():
+        sizes = np.array([r["gallery_people"] for r in rows], dtype=np.float64)
+        fpirs = np.array([np.nan if r["fpir"] is None else r["fpir"] for r in rows], dtype=np.float64)
+        dirs = np.array([np.nan if r["dir"] is None else r["dir"] for r in rows], dtype=np.float64)
+        top = max(top, 1.15 * float(np.nanmax(fpirs, initial=0.0)))
+        ax_fpir.plot(sizes, fpirs, marker="o", markersize=4, linewidth=1.5, label=name)
+        ax_dir.plot(sizes, dirs, marker="o", markersize=4, linewidth=1.5, label=name)
+    ax_fpir.axhline(fpir, color="black", linestyle="--", linewidth=1.0, label=f"target FPIR {fpir:g}")
+    ax_fpir.set_xscale("log")
+    ax_fpir.set_ylim(0.0, min(1.01, top))
+    ax_fpir.set_ylabel("FPIR (unknown probes named)")
+    ax_fpir.set_title(title)
+    ax_fpir.grid(True, alpha=0.3)
+    ax_fpir.legend(loc="upper left", fontsize="small")
+    ax_dir.set_ylim(0.0, 1.01)
+    ax_dir.set_xlabel("Gallery size (people)")
+    ax_dir.set_ylabel("DIR (mated probes named correctly)")
+    ax_dir.grid(True, alpha=0.3)
+    if curves:
+        ax_dir.legend(loc="lower left", fontsize="small")
+    return _save(fig, path)

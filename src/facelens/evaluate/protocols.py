@@ -418,28 +418,139 @@ def group_error_rates(pairs: list[Pair], scores: np.ndarray, groups: dict[str, s
             "fmr_worst_best_ratio": ratio("fmr"), "fnmr_worst_best_ratio": ratio("fnmr")}
 
 
+GALLERY_SEED = 0
+
+
+def gallery_sizes(total: int) -> list[int]:
+    """10, 100, 1,000, ... below `total`, then `total` itself: the gallery sizes of a distractor sweep."""
+    sizes, n = [], 10
+    while n < total:
+        sizes.append(n)
+        n *= 10
+    return [*sizes, total] if total > 0 else []
+
+
+def _split_people(by_person: dict[str, list[Path]], enroll: int, holdout: float) -> tuple[list[str], list[str]]:
+    """(enrolled, unknown) people: those with no more than `enroll` images are unknown, and so is a seeded
+    `holdout` share of the others (never enrolled: all their images are unknown probes)."""
+    if not 0.0 <= holdout < 1.0:
+        raise ConfigError(f"--holdout must be a share in [0, 1), got {holdout!r}")
+    eligible = [who for who, paths in by_person.items() if len(paths) > enroll]
+    held = set()
+    if holdout and eligible:
+        order = np.random.default_rng(GALLERY_SEED).permutation(len(eligible))
+        held = {eligible[i] for i in order[: round(holdout * len(eligible))]}
+    enrolled = [who for who in eligible if who not in held]
+    unknown = [who for who in by_person if who not in enrolled]
+    return enrolled, unknown
+
+
+def distractor_sweep(
+    probe_vec: np.ndarray, probe_lab: np.ndarray, mated: np.ndarray,
+    gallery_vec: np.ndarray, gallery_lab: np.ndarray, recognizer: str, fpir: float, flip: bool = False,
+) -> dict[str, Any]:
+    """FPIR and DIR at the default decision threshold as the gallery grows.
+
+    The gallery's rows are in growth order (enrolled people first, then distractors), so a gallery of
+    n people is its first rows up to the n-th person's last face. At each size the threshold is the
+    one `identify` uses: `fpir_threshold(recognizer, fpir, faces, people)`. FPIR: share of unknown
+    probes whose best match clears it; DIR: share of mated probes (of people in this gallery) whose best
+    match is their own person and clears it. Per person: share of unknown people with at least one
+    probe named, and the mean share of each unknown person's probes named (people weigh equally).
+    Similarities are computed once; each size takes a running maximum over the new columns.
+    """
+    from facelens.gallery.openset import fpir_threshold
+
+    people_order = list(dict.fromkeys(gallery_lab.tolist()))
+    rank = {who: i for i, who in enumerate(people_order)}
+    person_index = np.array([rank[w] for w in gallery_lab.tolist()])
+    # columns up to (and including) the n-th person's faces: gallery rows are grouped by person
+    ends = np.searchsorted(person_index, np.arange(len(people_order)), side="right")
+    probe_rank = np.array([rank.get(w, -1) for w in probe_lab.tolist()])
+    unknown = ~mated
+    u_people, u_index = np.unique(probe_lab[unknown].astype(str), return_inverse=True)
+    sim = probe_vec @ gallery_vec.T
+    best = np.full(len(probe_vec), -np.inf)
+    best_person = np.full(len(probe_vec), -1)
+    done = 0
+    rows = []
+    for n in gallery_sizes(len(people_order)):
+        cols = int(ends[n - 1])
+        if cols > done:
+            block = sim[:, done:cols]
+            arg = block.argmax(axis=1)
+            top = block[np.arange(len(block)), arg]
+            better = top > best
+            best = np.where(better, top, best)
+            best_person = np.where(better, person_index[done + arg], best_person)
+            done = cols
+        decision = fpir_threshold(recognizer, fpir, cols, n, flip)
+        named = best >= decision.threshold
+        in_gallery = mated & (probe_rank >= 0) & (probe_rank < n)
+        row: dict[str, Any] = {
+            "gallery_people": n, "gallery_faces": cols, "threshold": decision.threshold,
+            "fmr": decision.fmr, "method": decision.method,
+            "mated_probes": int(in_gallery.sum()), "unknown_probes": int(unknown.sum()),
+            "dir": float((named & in_gallery & (best_person == probe_rank)).sum() / in_gallery.sum())
+            if in_gallery.any() else None,
+            "fpir": float(named[unknown].mean()) if unknown.any() else None,
+            "unknown_named": int(named[unknown].sum()),
+        }
+        if unknown.any():
+            hits = np.bincount(u_index, weights=named[unknown], minlength=len(u_people))
+            counts = np.bincount(u_index, minlength=len(u_people))
+            row["unknown_people"] = len(u_people)
+            row["unknown_people_named"] = float((hits > 0).mean())
+            row["fpir_per_person_mean"] = float((hits / counts).mean())
+        rows.append(row)
+    return {"fpir_target": fpir, "seed": GALLERY_SEED, "sizes": rows}
+
+
 def evaluate_identification(
     root: Path,
     embedder: Embedder,
     enroll: int = 1,
     probe_sizes: tuple[int, ...] = (),
     on_done: Callable[[Path], None] | None = None,
+    distractors: Path | None = None,
+    fpir: float | None = None,
+    holdout: float = 0.0,
 ) -> dict[str, Any]:
     """Folder-per-person identification: each person's first `enroll` images form the gallery, the rest
-    are mated probes; people with no more than `enroll` images are unknown (non-mated) probes.
-    Closed-set CMC (rank-1, rank-5) over mated probes; open-set DIR at FPIR 1e-2 and 1e-1."""
+    are mated probes; people with no more than `enroll` images are unknown (non-mated) probes, and so
+    are a seeded `holdout` share of the others (all their images). Closed-set CMC (rank-1, rank-5) over
+    mated probes; open-set DIR at FPIR 1e-2 and 1e-1 (thresholds set on the probes themselves).
+
+    With `distractors` (a folder per person of people never used as probes; their first `enroll` images
+    are enrolled) the gallery grows — enrolled people first, then distractors, each in a seeded order —
+    and FPIR and DIR are measured at the decision threshold `identify` uses for that gallery size
+    (`fpir`, default `DEFAULT_FPIR`) at 10, 100, 1,000, ... people and at all of them
+    (`distractor_sweep`, under "distractors")."""
+    from facelens.gallery.openset import DEFAULT_FPIR, check_fpir
+
     if enroll < 1:
         raise ConfigError("--enroll must be at least 1")
+    target = check_fpir(DEFAULT_FPIR if fpir is None else fpir)
     items = folder_per_person(root)
+    extra = folder_per_person(distractors) if distractors is not None else []
     by_person: dict[str, list[Path]] = {}
     for path, person in items:
         by_person.setdefault(person, []).append(path)
-    gallery = [(p, who) for who, paths in by_person.items() if len(paths) > enroll for p in paths[:enroll]]
-    mated = [(p, who) for who, paths in by_person.items() if len(paths) > enroll for p in paths[enroll:]]
-    unknown = [(p, who) for who, paths in by_person.items() if len(paths) <= enroll for p in paths]
+    enrolled, unknown_people = _split_people(by_person, enroll, holdout)
+    gallery = [(p, who) for who in enrolled for p in by_person[who][:enroll]]
+    mated = [(p, who) for who in enrolled for p in by_person[who][enroll:]]
+    unknown = [(p, who) for who in unknown_people for p in by_person[who]]
     if not gallery or not mated:
         raise ConfigError(f"{root}: no person has more than {enroll} image(s); nothing to identify")
-    emb = embedder.embed([p for p, _ in items], on_done=on_done)
+    by_distractor: dict[str, list[Path]] = {}
+    for path, person in extra:
+        by_distractor.setdefault(person, []).append(path)
+    both = sorted(set(by_person) & set(by_distractor))
+    if both:
+        raise ConfigError(f"{distractors}: {len(both)} person folder(s) also in {root} "
+                          f"({', '.join(both[:3])}{', ...' if len(both) > 3 else ''}); distractors must be "
+                          "other people")
+    emb = embedder.embed([p for p, _ in items] + [p for p, _ in extra], on_done=on_done)
 
     def stack(entries: list[tuple[Path, str]], vectors: dict[Path, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         kept = [(p, who) for p, who in entries if p in vectors]
@@ -458,11 +569,11 @@ def evaluate_identification(
         curve = metrics.cmc(sim, labels, g_lab, max_rank=min(20, len(set(g_lab))))
         out: dict[str, Any] = {"rank1": float(curve[0]), "rank5": float(curve[min(4, len(curve) - 1)]),
                                "cmc": [float(v) for v in curve]}
-        for fpir in (1e-2, 1e-1):
+        for rate in (1e-2, 1e-1):
             if len(u_vec):
-                dir_value, threshold = metrics.dir_at_fpir(sim, labels, g_lab, fpir)
-                out[f"dir_at_fpir_{fpir:g}"] = {"dir": dir_value, "threshold": threshold,
-                                                "unknown_probes_above": int(fpir * len(u_vec))}
+                dir_value, threshold = metrics.dir_at_fpir(sim, labels, g_lab, rate)
+                out[f"dir_at_fpir_{rate:g}"] = {"dir": dir_value, "threshold": threshold,
+                                                "unknown_probes_above": int(rate * len(u_vec))}
         return out
 
     result: dict[str, Any] = {
@@ -474,11 +585,27 @@ def evaluate_identification(
         "gallery_images": len(g_lab),
         "mated_probes": len(mated),
         "unknown_probes": len(unknown),
+        "held_out_people": len([w for w in unknown_people if len(by_person[w]) > enroll]),
         "fallback_images": len(emb.fallback),
         "unreadable_images": {str(k): v for k, v in emb.errors.items()},
         "cached_images": emb.cached,
         **figures(emb.vectors),
     }
+    if distractors is not None:
+        rng = np.random.default_rng(GALLERY_SEED)
+        grown = [enrolled[i] for i in rng.permutation(len(enrolled))]
+        others = sorted(by_distractor)
+        grown += [others[i] for i in rng.permutation(len(others))]
+        lists = {**by_person, **by_distractor}
+        d_vec, d_lab = stack([(p, who) for who in grown for p in lists[who][:enroll]], emb.vectors)
+        m_vec, m_lab = stack(mated, emb.vectors)
+        u_vec, u_lab = stack(unknown, emb.vectors)
+        probe_vec = np.concatenate([m_vec, u_vec]) if len(u_vec) else m_vec
+        sweep = distractor_sweep(probe_vec, np.concatenate([m_lab, u_lab]),
+                                 np.r_[np.ones(len(m_lab), bool), np.zeros(len(u_lab), bool)],
+                                 d_vec, d_lab, embedder.analyzer.recognizer, target, embedder.analyzer.flip)
+        result["distractors"] = {"folder": str(distractors), "people": len(by_distractor),
+                                 "images": len(extra), "enroll": enroll, **sweep}
     if probe_sizes:
         low = {}
         probe_paths = [p for p, _ in mated + unknown]

@@ -56,6 +56,32 @@ def identify_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+GROWTH_HEADER = ["gallery people", "gallery faces", "threshold", "FPIR %", "unknown named", "DIR %", "mated probes",
+                 "unknown people named %"]
+
+
+def growth_rows(result: dict[str, Any]) -> list[list[str]]:
+    """One row per gallery size of a distractor sweep (`distractor_sweep`): FPIR and DIR at the
+    decision threshold, and the share of unknown people with at least one probe named."""
+    rows = []
+    for s in result["distractors"]["sizes"]:
+        rows.append([
+            f"{s['gallery_people']:,}", f"{s['gallery_faces']:,}", f"{s['threshold']:.4f}",
+            f"{100 * s['fpir']:.2f}" if s["fpir"] is not None else "—",
+            f"{s['unknown_named']}/{s['unknown_probes']}",
+            f"{100 * s['dir']:.2f}" if s["dir"] is not None else "—", str(s["mated_probes"]),
+            f"{100 * s['unknown_people_named']:.1f} of {s['unknown_people']}" if "unknown_people_named" in s else "—",
+        ])
+    return rows
+
+
+def growth_caption(result: dict[str, Any]) -> str:
+    d = result["distractors"]
+    return (f"{result['recognizer']}: FPIR and DIR at the decision threshold for target FPIR {d['fpir_target']:g} "
+            f"as the gallery grows ({d['people']} distractor people from {d['folder']}, {d['enroll']} face(s) "
+            "each; enrolled people first)")
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -66,6 +92,9 @@ def extra_sections(results: list[dict[str, Any]]) -> list[str]:
     """Low-resolution and per-group tables, where the run asked for them."""
     out = []
     for r in results:
+        if r.get("distractors"):
+            out.append(f"### Gallery growth — {growth_caption(r)}\n")
+            out.append(markdown_table(GROWTH_HEADER, growth_rows(r)) + "\n")
         low = r.get("low_resolution")
         if low:
             key = "accuracy_mean" if "accuracy_mean" in next(iter(low.values())) else "rank1"
@@ -126,8 +155,14 @@ def write_pairs_outputs(out_dir: Path, outcomes: list[Any], context: dict[str, A
 
 
 def write_identify_outputs(out_dir: Path, results: list[dict[str, Any]], context: dict[str, Any]) -> Path:
-    """results.json, report.md and the CMC plot of an identification run."""
+    """results.json, report.md and the CMC plot of an identification run; with distractors also
+    gallery_growth.png (FPIR and DIR against gallery size)."""
     from facelens.evaluate import plots
 
-    curve = plots.plot_cmc({r["recognizer"]: np.array(r["cmc"]) for r in results}, out_dir / "cmc.png")
-    return write_report(out_dir, "identify", results, context, [curve])
+    made = [plots.plot_cmc({r["recognizer"]: np.array(r["cmc"]) for r in results}, out_dir / "cmc.png")]
+    grown = [r for r in results if r.get("distractors")]
+    if grown:
+        made.append(plots.plot_gallery_growth({r["recognizer"]: r["distractors"]["sizes"] for r in grown},
+                                              out_dir / "gallery_growth.png",
+                                              fpir=grown[0]["distractors"]["fpir_target"]))
+    return write_report(out_dir, "identify", results, context, made)
