@@ -22,20 +22,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from facelens.errors import ConfigError
-
 DEFAULT_FPIR = 0.01  # one stranger in a hundred given a name
 
 
 def check_fpir(fpir: Any) -> float:
     """A false-positive identification rate as a float in (0, 1); ConfigError otherwise."""
-    try:
-        value = float(fpir)
-    except (TypeError, ValueError):
-        raise ConfigError(f"fpir must be a number such as 0.01, got {fpir!r}") from None
-    if not 0.0 < value < 1.0:  # also refuses NaN
-        raise ConfigError(f"fpir must be between 0 and 1 (e.g. 0.01), got {fpir!r}")
-    return value
+    from facelens.models.registry import check_rate
+
+    return check_rate(fpir, "fpir", "0.01")
 
 
 def per_comparison_fmr(fpir: float, comparisons: int) -> float:

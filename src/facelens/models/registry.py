@@ -334,15 +334,20 @@ def calibration(recognizer: str, flip: bool = False) -> dict[str, Any] | None:
     return None
 
 
-def check_far(far: Any) -> float:
-    """A false-match rate as a float in (0, 1); ConfigError with the same message for every entry point."""
+def check_rate(value: Any, name: str, example: str) -> float:
+    """A rate as a float in (0, 1); ConfigError with the same message for every entry point."""
     try:
-        value = float(far)
+        rate = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"far must be a number such as 1e-3, got {far!r}") from None
-    if not 0.0 < value < 1.0:  # also refuses NaN
-        raise ConfigError(f"far must be between 0 and 1 (e.g. 1e-3), got {far!r}")
-    return value
+        raise ConfigError(f"{name} must be a number such as {example}, got {value!r}") from None
+    if not 0.0 < rate < 1.0:  # also refuses NaN
+        raise ConfigError(f"{name} must be between 0 and 1 (e.g. {example}), got {value!r}")
+    return rate
+
+
+def check_far(far: Any) -> float:
+    """A false-match rate (verify, find) as a float in (0, 1)."""
+    return check_rate(far, "far", "1e-3")
 
 
 def threshold_at_fmr(recognizer: str, fmr: float, flip: bool = False) -> dict[str, Any]:
