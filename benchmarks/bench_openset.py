@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import machine, write_section
 from facelens.evaluate.cache import EmbeddingCache
-from facelens.evaluate.protocols import Embedder
+from facelens.evaluate.protocols import Embedder, embed_by_person, open_set_rates
 from facelens.gallery.openset import DEFAULT_FPIR, fpir_threshold, per_comparison_fmr
 from facelens.models.registry import threshold_at_fmr
 from facelens.pipeline import FaceAnalyzer
@@ -33,31 +33,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 def load() -> dict[str, list[np.ndarray]]:
     with open(SHARED / "people_celeba.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    paths = [SHARED / r["path"] for r in rows]
-    out = Embedder(FaceAnalyzer(threads=2), EmbeddingCache()).embed(paths)
-    people: dict[str, list[np.ndarray]] = {}
-    for row, path in zip(rows, paths, strict=True):
-        if path in out.vectors and path not in out.fallback:
-            people.setdefault(row["identity"], []).append(out.vectors[path])
-    return people
-
-
-def measure(people: dict[str, list[np.ndarray]], enrolled: list[str], strangers: list[str], faces_each: int,
-            threshold: float) -> tuple[float, float, int]:
-    gallery, owners, probes = [], [], []
-    for i, person in enumerate(enrolled):
-        mine = people[person][:faces_each]
-        gallery += mine
-        owners += [i] * len(mine)
-        probes += [(i, v) for v in people[person][faces_each:]]
-    g = np.stack(gallery)
-    owners_arr = np.array(owners)
-    strangers_v = np.stack([v for p in strangers for v in people[p]])
-    named = float(((strangers_v @ g.T).max(axis=1) >= threshold).mean())
-    sims = np.stack([v for _, v in probes]) @ g.T
-    correct = (owners_arr[sims.argmax(axis=1)] == np.array([i for i, _ in probes])) & (sims.max(axis=1) >= threshold)
-    return named, float(correct.mean()), len(g)
+        items = [(SHARED / r["path"], r["identity"]) for r in csv.DictReader(fh)]
+    return embed_by_person(items, Embedder(FaceAnalyzer(threads=2), EmbeddingCache()))
 
 
 def _person_scores(x: np.ndarray, galleries: list[np.ndarray], method: str) -> np.ndarray:
@@ -134,8 +111,8 @@ def main() -> None:
         enrolled = [p for p in pool if len(people[p]) > faces_each][:n_people]
         faces = sum(min(faces_each, len(people[p])) for p in enrolled)
         t = fpir_threshold("arcface-mbf", DEFAULT_FPIR, faces, len(enrolled)).threshold
-        far_named, far_found, _ = measure(people, enrolled, strangers, faces_each, fixed)
-        named, found, _ = measure(people, enrolled, strangers, faces_each, t)
+        far_named, far_found, _ = open_set_rates(people, enrolled, strangers, faces_each, fixed)
+        named, found, _ = open_set_rates(people, enrolled, strangers, faces_each, t)
         lines.append(f"| {len(enrolled)} × {faces_each} | {faces} | {far_named:.3f} / {far_found:.3f} | {t:.3f} | "
                      f"**{named:.3f}** | {found:.3f} |")
     lines += ["", "Threshold arithmetic (FPIR 0.01) and what a fixed FAR 1e-3 would give, up to a 1M-face gallery:",

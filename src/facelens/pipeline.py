@@ -248,7 +248,6 @@ def largest_face(faces: list[Face]) -> Face | None:
     return max(faces, key=lambda f: f.area, default=None)
 
 
-
 # -- the photo's subject -----------------------------------------------------------------------------
 SUBJECT_RULES = ("main", "largest")
 # a photo's subject is taken as clear when its score is at least this many times the next face's (scores

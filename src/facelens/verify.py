@@ -50,12 +50,10 @@ def _embedding_of(item: Any, analyzer: FaceAnalyzer, min_quality: float = 0.0,
         raise NoFaceError(f"{label}: no face found")
     if min_quality <= 0:
         return face.embedding, None
-    from facelens.analysis.quality import FaceQuality, weakest_part
+    from facelens.analysis.quality import measured_quality, weakest_part
 
-    if "quality" not in face.attributes:
-        FaceQuality().annotate(decoded.pixels, [face])
-    quality = face.attributes["quality"]
-    if "score" not in quality:
+    quality = measured_quality(decoded.pixels, face)
+    if quality is None:
         return face.embedding, None
     if quality["score"] < min_quality:
         raise QualityError(f"cannot decide: the face in {label} has quality {quality['score']:.2f}, below the "
@@ -74,11 +72,11 @@ def verify(a: Any, b: Any, far: float = 1e-3, analyzer: FaceAnalyzer | None = No
     `QualityError` ("cannot decide") instead of answering "different people": a blurred photo of the
     right person would otherwise be rejected with the same confidence as an impostor.
     """
-    from facelens.analysis.quality import QUALITY_FLOOR
+    from facelens.analysis.quality import quality_floor
 
     far = check_far(far)
     check_subject_rule(subject)
-    floor = QUALITY_FLOOR if min_quality is None else float(min_quality)
+    floor = quality_floor(min_quality)
     analyzer = analyzer or FaceAnalyzer()
     threshold = threshold_for(analyzer.recognizer, far, analyzer.flip)
     label_a, label_b = labels or (None, None)  # how errors name the two sides (e.g. upload field names)

@@ -196,6 +196,20 @@ _PART_HINTS = {"recognizability": "the recognizer finds little identity in it: b
                "size": "too small", "pose": "turned too far from the camera"}
 
 
+def quality_floor(min_quality: float | None) -> float:
+    """The floor in force: the shipped QUALITY_FLOOR unless a value is given (0 turns the floor off)."""
+    return QUALITY_FLOOR if min_quality is None else float(min_quality)
+
+
+def measured_quality(pixels: np.ndarray, face: Face) -> dict[str, Any] | None:
+    """The face's quality entry (measured now unless the pipeline already did), or None where it could not
+    be scored: what every quality floor (enrollment, verify) decides on."""
+    if "quality" not in face.attributes:
+        FaceQuality().annotate(pixels, [face])
+    quality = face.attributes["quality"]
+    return quality if "score" in quality else None
+
+
 def weakest_part(quality: dict[str, Any]) -> str:
     """The factor of the score that pulls it down most, in words."""
     part = min(_PART_HINTS, key=lambda k: quality.get(k, 1.0))

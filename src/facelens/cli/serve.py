@@ -82,12 +82,9 @@ def serve(
         import uvicorn  # noqa: F401
     except ImportError:
         raise fail("the service needs its extra: pip install 'facelens[serve]'") from None
-    from facelens.detect import parse_det_size
     from facelens.gallery import default_gallery_path
-    from facelens.service import default_collection_path, default_keys_path
-
-    parse_det_size(det_size)  # a bad value is one error line now, not a failed start-up
     from facelens.pipeline import FaceAnalyzer
+    from facelens.service import default_collection_path, default_keys_path
 
     FaceAnalyzer(det_size=det_size).check_models()  # a missing model too, naming the pull command
     from facelens.service import serve as run_server

@@ -421,6 +421,37 @@ def group_error_rates(pairs: list[Pair], scores: np.ndarray, groups: dict[str, s
 GALLERY_SEED = 0
 
 
+def embed_by_person(items: list[tuple[Path, str]], embedder: Embedder) -> dict[str, list[np.ndarray]]:
+    """The embedding of each labelled image's face, grouped by person (images where no face was found,
+    and which would fall back to the centre crop, are left out)."""
+    out = embedder.embed([path for path, _ in items])
+    people: dict[str, list[np.ndarray]] = {}
+    for path, person in items:
+        if path in out.vectors and path not in out.fallback:
+            people.setdefault(person, []).append(out.vectors[path])
+    return people
+
+
+def open_set_rates(people: dict[str, list[np.ndarray]], enrolled: list[str], strangers: list[str],
+                   faces_each: int, threshold: float) -> tuple[float, float, int]:
+    """(share of the strangers' images given a name, share of the enrolled people's other images named
+    correctly, gallery faces) when each enrolled person's first `faces_each` images form the gallery and
+    a name is given at `threshold` (best face per person)."""
+    gallery, owners, probes = [], [], []
+    for i, person in enumerate(enrolled):
+        mine = people[person][:faces_each]
+        gallery += mine
+        owners += [i] * len(mine)
+        probes += [(i, v) for v in people[person][faces_each:]]
+    g = np.stack(gallery)
+    owner = np.array(owners)
+    strangers_best = (np.stack([v for p in strangers for v in people[p]]) @ g.T).max(axis=1)
+    named = float((strangers_best >= threshold).mean())
+    sims = np.stack([v for _, v in probes]) @ g.T
+    correct = (owner[sims.argmax(axis=1)] == np.array([i for i, _ in probes])) & (sims.max(axis=1) >= threshold)
+    return named, float(correct.mean()), len(g)
+
+
 def gallery_sizes(total: int) -> list[int]:
     """10, 100, 1,000, ... below `total`, then `total` itself: the gallery sizes of a distractor sweep."""
     sizes, n = [], 10

@@ -392,20 +392,19 @@ class Gallery:
                             "enrolls it anyway)", face_id, owner_id, owner_name, False)
 
     def _floor(self) -> float:
-        from facelens.analysis.quality import QUALITY_FLOOR
+        from facelens.analysis.quality import quality_floor
 
-        return QUALITY_FLOOR if self.min_quality is None else float(self.min_quality)
+        return quality_floor(self.min_quality)
 
     def _check_quality(self, label: str, pixels: np.ndarray, face: Face) -> float | None:
         """The face's quality score; a `QualityError` naming the weakest part if below the floor."""
-        from facelens.analysis.quality import QUALITY_FLOOR, FaceQuality, weakest_part
+        from facelens.analysis.quality import measured_quality, weakest_part
 
-        floor = QUALITY_FLOOR if self.min_quality is None else self.min_quality
+        floor = self._floor()
         if floor <= 0:
             return None
-        FaceQuality().annotate(pixels, [face])
-        quality = face.attributes["quality"]
-        if "score" not in quality:
+        quality = measured_quality(pixels, face)
+        if quality is None:
             return None
         if quality["score"] < floor:
             raise QualityError(f"{label}: face quality {quality['score']:.2f} is below the enrollment floor "
@@ -468,8 +467,8 @@ class Gallery:
         # cosine similarity: a vector of any length searches by its direction (an unnormalised one would
         # otherwise score above 1 against everyone)
         embedding = (vector / np.linalg.norm(vector.astype(np.float64))).astype(np.float32)
-        if dim and np.asarray(embedding).size != dim:
-            raise GalleryError(f"a {np.asarray(embedding).size}-d embedding cannot search this gallery of {dim}-d ones")
+        if dim and embedding.size != dim:
+            raise GalleryError(f"a {embedding.size}-d embedding cannot search this gallery of {dim}-d ones")
         with self._lock:
             self.index.sync(self.store)
             total = self.index.size

@@ -248,10 +248,9 @@ class SQLiteStore(SQLiteDatabase):
         """The highest person id ever handed out. Ids are never reused (a stale "forget 13" must not erase
         whoever got 13 next): a counter in meta, seeded for older galleries from the highest id still
         there and the ids named by erasure receipts."""
-        row = conn.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key='last_person_id'").fetchone()
-        highest = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM people").fetchone()[0])
-        if row is not None:
-            return max(int(row[0]), highest)
+        highest = self._highest_id(conn, "last_person_id", "people")
+        if conn.execute("SELECT 1 FROM meta WHERE key='last_person_id'").fetchone() is not None:
+            return highest
         receipts = self.path.parent / "receipts"
         if receipts.is_dir():
             for entry in receipts.iterdir():
@@ -266,8 +265,7 @@ class SQLiteStore(SQLiteDatabase):
         now = time.time()
         conn.execute("INSERT INTO people (id, name, metadata, created, updated) VALUES (?, ?, ?, ?, ?)",
                      (person_id, name, metadata_json(metadata), now, now))
-        conn.execute("INSERT INTO meta VALUES ('last_person_id', ?) "
-                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(person_id),))
+        self._record_id(conn, "last_person_id", person_id)
         return person_id
 
     def ensure_person(self, conn: sqlite3.Connection, name: str, metadata: dict[str, Any] | None = None) -> int:
@@ -293,15 +291,14 @@ class SQLiteStore(SQLiteDatabase):
                  quality: float | None, thumbnail: bytes | None) -> int:
         # Face ids are never reused (SQLite would reuse a deleted maximum): the search index relies on
         # "id > last indexed id" meaning "new face".
-        face_id = SQLiteStore._last_face_id(conn) + 1
+        face_id = SQLiteStore._highest_id(conn, "last_face_id", "faces") + 1
         conn.execute(
             "INSERT INTO faces (id, person_id, embedding, recognizer, image_sha256, bbox, det_score, quality, "
             "thumbnail, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (face_id, person_id, np.asarray(embedding, dtype=np.float32).tobytes(), recognizer, image_sha256,
              json.dumps(bbox) if bbox is not None else None, det_score, quality, thumbnail, time.time()),
         )
-        conn.execute("INSERT INTO meta VALUES ('last_face_id', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                     (str(face_id),))
+        SQLiteStore._record_id(conn, "last_face_id", face_id)
         return int(face_id)
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -331,13 +328,20 @@ class SQLiteStore(SQLiteDatabase):
         return np.array([r[0] for r in self.connect().execute("SELECT id FROM faces")], dtype=np.int64)
 
     @staticmethod
-    def _last_face_id(conn: sqlite3.Connection) -> int:
+    def _highest_id(conn: sqlite3.Connection, key: str, table: str) -> int:
+        """The highest id ever handed out from `table`: its counter in meta, or the table's own maximum
+        where that is higher (a gallery written before the counter existed)."""
         return int(conn.execute(
-            "SELECT MAX(COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key='last_face_id'), 0), "
-            "COALESCE((SELECT MAX(id) FROM faces), 0))").fetchone()[0])
+            f"SELECT MAX(COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key=?), 0), "
+            f"COALESCE((SELECT MAX(id) FROM {table}), 0))", (key,)).fetchone()[0])
+
+    @staticmethod
+    def _record_id(conn: sqlite3.Connection, key: str, value: int) -> None:
+        conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                     (key, str(value)))
 
     def last_face_id(self) -> int:
-        return self._last_face_id(self.connect())
+        return self._highest_id(self.connect(), "last_face_id", "faces")
 
     def face_count(self) -> int:
         return int(self.connect().execute("SELECT COUNT(*) FROM faces").fetchone()[0])
