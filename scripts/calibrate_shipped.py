@@ -2,8 +2,8 @@
 
 Data: the fixtures' identities (../shared/faces/identities, 33 people) and people_celeba
 (../shared/people_celeba, 2,912 in-the-wild CelebA photos of 144 people), both for genuine and
-impostor pairs. One face stands for each photo: the largest box (`calibrate.largest_box`; pass
-another rule to `calibrate_sets` once a better main-subject rule exists). A photo filed under two
+impostor pairs. One face stands for each photo: its main subject (`calibrate.main_subject`, the
+rule verify, enrollment and evaluation use: size and closeness to the centre). A photo filed under two
 people (a near-identical image under another identity: a labelling error of the source data) is
 left out, found by comparing 16x16 grey thumbnails (correlation >= 0.98), never by face scores.
 
@@ -35,7 +35,7 @@ from facelens.calibrate import (  # noqa: E402
     LabelledSet,
     calibrate_sets,
     face_table,
-    largest_box,
+    main_subject,
     save_record,
     select_faces,
 )
@@ -89,7 +89,7 @@ def filed_twice(items: list[tuple[Path, str]], min_corr: float = 0.98) -> frozen
 def held_out_check(sets: list[LabelledSet], analyzer: FaceAnalyzer, exclude: frozenset[str],
                    replicates: int, seed: int = 0) -> list[dict]:
     """Fit on half the identities, compare with the thresholds measured on the other half."""
-    chosen = [select_faces(face_table(s.items, analyzer, s.cache), largest_box) for s in sets]
+    chosen = [select_faces(face_table(s.items, analyzer, s.cache), main_subject) for s in sets]
     emb = np.concatenate([c.embeddings for c in chosen])
     labels = np.concatenate([c.labels for c in chosen]).astype(str)
     paths = [p for c in chosen for p in c.paths]
@@ -150,9 +150,9 @@ def report(records: dict[str, dict], seconds: float) -> str:
                              f"{c['measured_other_half']:.4f} | {'yes' if c['inside'] else 'no'} |")
             lines.append("")
     lines += [
-        "FNMR is over every genuine pair of both sets with the largest box standing for each photo: in-the-wild "
-        "group photos where the largest face is not the labelled person count as misses, so it overstates the "
-        "recognizer's own error (the main-subject rule will lower it). The fixtures and people_celeba share no "
+        "FNMR is over every genuine pair of both sets with the main subject standing for each photo: in-the-wild "
+        "group photos where the main subject is not the labelled person still count as misses, so it slightly "
+        "overstates the recognizer's own error. The fixtures and people_celeba share no "
         "person (no cross-set pair scores above 0.38 with arcface-mbf), so their union is one impostor population.",
         "",
         f"`scripts/calibrate_shipped.py` (this run: {seconds:.0f} s; every face of every photo is embedded once and "
