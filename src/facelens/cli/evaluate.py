@@ -14,6 +14,7 @@ from rich.table import Table
 from facelens.cli._common import (
     EXIT_ERROR,
     EXIT_OK,
+    CropsOpt,
     DetectorOpt,
     FlipOpt,
     JsonOpt,
@@ -58,7 +59,7 @@ def _parse_list(text: str, convert: Callable[[str], Any], what: str) -> list[Any
 
 
 def _evaluation_setup(recognizers: str, detector: str, flip: bool, threads: int, no_cache: bool,
-                      probe_sizes: str) -> tuple[list[Any], tuple[int, ...]]:
+                      probe_sizes: str, crops: bool = False) -> tuple[list[Any], tuple[int, ...]]:
     from facelens.evaluate.cache import EmbeddingCache
     from facelens.evaluate.protocols import Embedder
 
@@ -66,7 +67,7 @@ def _evaluation_setup(recognizers: str, detector: str, flip: bool, threads: int,
     if any(s < 4 or s > 1024 for s in sizes):
         raise fail("--probe-size values must be face widths between 4 and 1024 px")
     cache = None if no_cache else EmbeddingCache()
-    embedders = [Embedder(FaceAnalyzer(detector, rec, threads=threads, flip=flip), cache)
+    embedders = [Embedder(FaceAnalyzer(detector, rec, threads=threads, flip=flip, crops=crops), cache)
                  for rec in _parse_list(recognizers, str, "--recognizer")]
     if not embedders:
         raise fail("--recognizer names at least one recognizer")
@@ -90,6 +91,7 @@ def evaluate_pairs_cmd(
     groups: Annotated[Path | None, typer.Option("--groups", help="CSV identity,group: error rates per group")] = None,
     far: Annotated[float, typer.Option("--far", help="FAR of the global threshold for --groups")] = 1e-3,
     output: OutDirOpt = None,
+    crops: CropsOpt = False,
     threads: ThreadsOpt = 0,
     no_cache: NoCacheOpt = False,
     json_out: JsonOpt = False,
@@ -102,7 +104,7 @@ def evaluate_pairs_cmd(
         _require_matplotlib()
     pair_list = read_pairs(pairs, root)
     group_map = read_groups(groups) if groups else None
-    embedders, sizes = _evaluation_setup(recognizer, detector, flip, threads, no_cache, probe_size)
+    embedders, sizes = _evaluation_setup(recognizer, detector, flip, threads, no_cache, probe_size, crops)
     n_images = len({p for pair in pair_list for p in (pair.a, pair.b)})
     outcomes = []
     for embedder in embedders:
@@ -127,6 +129,7 @@ def evaluate_cluster_cmd(
     far: Annotated[float, typer.Option("--far", help="clustering threshold as a false-match rate")] = 1e-4,
     recognizer: Annotated[str, typer.Option("--recognizer")] = "arcface-mbf",
     detector: DetectorOpt = "scrfd-500m",
+    crops: CropsOpt = False,
     threads: ThreadsOpt = 0,
     no_cache: NoCacheOpt = False,
     json_out: JsonOpt = False,
@@ -136,7 +139,7 @@ def evaluate_cluster_cmd(
     from facelens.evaluate.protocols import folder_per_person
 
     n_images = len(folder_per_person(root))
-    (embedder,), _ = _evaluation_setup(recognizer, detector, False, threads, no_cache, "")
+    (embedder,), _ = _evaluation_setup(recognizer, detector, False, threads, no_cache, "", crops)
     with progress_bar(n_images, "embedding") as advance:
         result = evaluate_clustering(root, embedder, far, on_done=lambda _path: advance(None))  # type: ignore
     if json_out:
@@ -159,6 +162,7 @@ def evaluate_quality_cmd(
     out_dir: Annotated[Path | None, typer.Option("--out", help="write report.json and edc.png here")] = None,
     recognizer: Annotated[str, typer.Option("--recognizer")] = "arcface-mbf",
     detector: DetectorOpt = "scrfd-500m",
+    crops: CropsOpt = False,
     threads: ThreadsOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
@@ -167,7 +171,8 @@ def evaluate_quality_cmd(
     from facelens.evaluate.quality import FRACTIONS, evaluate_quality
 
     n_images = len(folder_per_person(root))
-    analyzer = FaceAnalyzer(detector=detector, recognizer=recognizer, threads=threads, attributes=["quality"])
+    analyzer = FaceAnalyzer(detector=detector, recognizer=recognizer, threads=threads, attributes=["quality"],
+                            crops=crops)
     with progress_bar(n_images, "measuring") as advance:
         result = evaluate_quality(root, analyzer, far, on_done=lambda _path: advance(None))  # type: ignore[arg-type]
     if out_dir is not None:
@@ -210,6 +215,7 @@ def evaluate_identify_cmd(
     flip: FlipOpt = False,
     probe_size: ProbeSizeOpt = "",
     output: OutDirOpt = None,
+    crops: CropsOpt = False,
     threads: ThreadsOpt = 0,
     no_cache: NoCacheOpt = False,
     json_out: JsonOpt = False,
@@ -238,7 +244,7 @@ def evaluate_identify_cmd(
     if not 0.0 <= holdout < 1.0:
         raise fail(f"--holdout must be a share in [0, 1), got {holdout:g}")
     n_images = len(folder_per_person(root)) + (len(folder_per_person(distractors)) if distractors else 0)
-    embedders, sizes = _evaluation_setup(recognizer, detector, flip, threads, no_cache, probe_size)
+    embedders, sizes = _evaluation_setup(recognizer, detector, flip, threads, no_cache, probe_size, crops)
     results = []
     for embedder in embedders:
         with progress_bar(n_images, f"embedding ({embedder.analyzer.recognizer})") as advance:
@@ -264,3 +270,96 @@ def evaluate_identify_cmd(
                           "FPIR cannot be measured; --holdout keeps a share of the people out of the gallery")
         if report is not None:
             out.print(f"wrote {escape(str(report))} and plots in {escape(str(report.parent))}")
+
+
+InputOpt = Annotated[str, typer.Option(
+    "--input", help="crops: each image is one face crop (used whole, never 'no face'); photos: detect, the main "
+                    "subject; auto: detect, and take an image whole where no face is found")]
+
+
+@evaluate_app.command("expression")
+def evaluate_expression_cmd(
+    root: Annotated[Path, typer.Option("--root", help="one sub-folder of images per expression (angry, disgust, "
+                                                      "fear, happy, sad, surprise, neutral; usual synonyms too)")],
+    model: Annotated[str, typer.Option("--model", help="expression, expression-fer or expression-human")]
+    = "expression",
+    input_mode: InputOpt = "auto",
+    detector: DetectorOpt = "scrfd-500m",
+    output: OutDirOpt = None,
+    threads: ThreadsOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Expression accuracy, macro recall, per class, and the confusion matrix (PNG with --out)."""
+    from facelens.evaluate.attributes import (
+        check_input_mode,
+        evaluate_expression,
+        expression_items,
+        write_expression_outputs,
+    )
+
+    if model not in {"expression", "expression-fer", "expression-human"}:
+        raise fail(f"--model must be expression, expression-fer or expression-human, got {model!r}")
+    check_input_mode(input_mode)
+    if output is not None:
+        _require_matplotlib()
+    items, unknown = expression_items(root)
+    analyzer = FaceAnalyzer(detector=detector, threads=threads, attributes=[model])
+    with progress_bar(len(items), "reading expressions") as advance:
+        evaluation = evaluate_expression(root, analyzer, input_mode, on_done=lambda _p: advance(None))  # type: ignore[arg-type]
+    s = evaluation.summary
+    report = write_expression_outputs(output, evaluation) if output is not None else None
+    for name, count in unknown.items():
+        err.print(f"folder {escape(name)!r} ({count} images) is not an expression class; not scored")
+    if json_out:
+        print_json({"protocol": "expression", "results": [s]})
+    else:
+        table = Table("class", "images", "recall", "precision", "F1",
+                      title=f"{s['model']} ({s['input']}): accuracy {100 * s['accuracy']:.2f} %, macro recall "
+                            f"{100 * s['macro_recall']:.2f} %, no face {s['no_face']}")
+        for name, c in s["per_class"].items():
+            table.add_row(name, str(c["support"]), *(f"{100 * c[k]:.1f} %" if c[k] == c[k] else "—"
+                                                      for k in ("recall", "precision", "f1")))
+        out.print(table)
+        if report is not None:
+            out.print(f"wrote {escape(str(report))}, results.json and confusion.png")
+    for error in s["errors"].values():
+        err.print(f"[red]error:[/red] {escape(error)}", markup=True, highlight=False)
+    raise typer.Exit(EXIT_ERROR if s["errors"] else EXIT_OK)
+
+
+@evaluate_app.command("age-gender")
+def evaluate_age_gender_cmd(
+    labels: Annotated[Path, typer.Option("--labels", help="CSV with a header: path,age,gender[,group] (paths "
+                                                          "relative to the CSV; age or gender may be empty)")],
+    input_mode: InputOpt = "auto",
+    detector: DetectorOpt = "scrfd-500m",
+    output: OutDirOpt = None,
+    threads: ThreadsOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Age MAE and gender accuracy, overall, by age band and by group (bias), with a report and plot."""
+    from facelens.evaluate.attributes import (
+        age_gender_markdown,
+        check_input_mode,
+        evaluate_age_gender,
+        read_age_gender_labels,
+        write_age_gender_outputs,
+    )
+
+    check_input_mode(input_mode)
+    if output is not None:
+        _require_matplotlib()
+    n = len(read_age_gender_labels(labels))  # a bad labels file is one error before any work
+    analyzer = FaceAnalyzer(detector=detector, threads=threads, attributes=["age-gender"])
+    with progress_bar(n, "reading age and gender") as advance:
+        result = evaluate_age_gender(labels, analyzer, input_mode, on_done=lambda _p: advance(None))  # type: ignore[arg-type]
+    report = write_age_gender_outputs(output, result) if output is not None else None
+    if json_out:
+        print_json({"protocol": "age-gender", "results": [{k: v for k, v in result.items() if k != "rows"}]})
+    else:
+        out.print(age_gender_markdown(result))
+        if report is not None:
+            out.print(f"wrote {escape(str(report))}, results.json and age_bands.png")
+    for line, error in result["errors"].items():
+        err.print(f"[red]error:[/red] {escape(line)}: {escape(error)}", markup=True, highlight=False)
+    raise typer.Exit(EXIT_ERROR if result["errors"] else EXIT_OK)

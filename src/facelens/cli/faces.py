@@ -20,6 +20,7 @@ from facelens.cli._common import (
     EXIT_NEGATIVE,
     EXIT_OK,
     EXIT_UNDECIDED,
+    CropsOpt,
     DetectorOpt,
     DetSizeOpt,
     FarOpt,
@@ -132,10 +133,11 @@ def analyze(
     json_out: JsonOpt = False,
     draw: Annotated[Path | None, typer.Option("--draw", help="annotated image (a folder for several)")] = None,
     attributes: Annotated[str, typer.Option(
-        "--attributes", help="comma-separated: landmarks, landmarks68, pose, quality, expression, "
-        "expression-human, age-gender")] = ",".join(DEFAULT_ATTRIBUTES),
+        "--attributes", help="comma-separated: landmarks, landmarks68, pose, quality, expression (the default "
+        "model), expression-fer, expression-human, age-gender")] = ",".join(DEFAULT_ATTRIBUTES),
     detector: DetectorOpt = "scrfd-500m",
     det_size: DetSizeOpt = "auto",
+    crops: CropsOpt = False,
     threads: ThreadsOpt = 0,
 ) -> None:
     """Everything about every face: landmarks, head pose, quality, expression, age and gender."""
@@ -143,7 +145,7 @@ def analyze(
     from facelens.draw import draw_analysis
 
     names = resolve([n.strip() for n in attributes.split(",") if n.strip()])
-    analyzer = FaceAnalyzer(detector=detector, threads=threads, attributes=names, det_size=det_size)
+    analyzer = FaceAnalyzer(detector=detector, threads=threads, attributes=names, det_size=det_size, crops=crops)
     results = run_batch(analyzer, images, embed=False, label="analysing")
     if json_out:
         for r in results:
@@ -178,6 +180,7 @@ def embed(
     flip: FlipOpt = False,
     largest: Annotated[bool, typer.Option("--largest", help="only one face per image: its subject")] = False,
     subject: SubjectOpt = "main",
+    crops: CropsOpt = False,
     threads: ThreadsOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
@@ -189,7 +192,8 @@ def embed(
         raise fail(f"--out must end in .npy or .jsonl, got {output.name!r}")
     if output.parent.exists() and not output.parent.is_dir():
         raise fail(f"--out {output}: {output.parent} is not a folder")
-    analyzer = FaceAnalyzer(detector=detector, recognizer=recognizer, threads=threads, flip=flip, det_size=det_size)
+    analyzer = FaceAnalyzer(detector=detector, recognizer=recognizer, threads=threads, flip=flip, det_size=det_size,
+                            crops=crops)
     results = run_batch(analyzer, images, embed=True, label="embedding")
     rows = []
     for r in results:

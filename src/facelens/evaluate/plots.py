@@ -237,3 +237,39 @@ def plot_gallery_growth(curves: dict[str, list[dict]], path: str | Path, fpir: f
     if curves:
         ax_dir.legend(loc="lower left", fontsize="small")
     return _save(fig, path)
+
+
+def plot_confusion(counts: np.ndarray, rows: list[str], columns: list[str], path: str | Path,
+                   title: str = "Confusion matrix") -> Path:
+    """Row-normalised confusion matrix (each true class sums to 1), counts written in the cells."""
+    counts = np.asarray(counts, dtype=np.float64)
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig, ax = _figure(1.0 + 0.75 * len(columns), 1.0 + 0.7 * len(rows))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(columns)), columns, rotation=40, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            ax.text(j, i, f"{int(counts[i, j])}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                    color="white" if share[i, j] > 0.6 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_age_bands(by_group_band: dict[str, dict[str, dict]], path: str | Path,
+                   title: str = "Age error by band") -> Path:
+    """Age MAE (bars) per age band, one bar per group."""
+    fig, ax = _figure(8.0, 4.8)
+    groups = list(by_group_band)
+    bands = list(next(iter(by_group_band.values()))) if groups else []
+    width = 0.8 / max(len(groups), 1)
+    for k, group in enumerate(groups):
+        values = [by_group_band[group][b]["age_mae"] if by_group_band[group][b]["age_n"] else np.nan for b in bands]
+        ax.bar(np.arange(len(bands)) + k * width - 0.4 + width / 2, values, width, label=group)
+    ax.set_xticks(range(len(bands)), bands)
+    ax.set_xlabel("true age band")
+    ax.set_ylabel("age MAE (years)")
+    return _finish(fig, ax, path, title, "upper left" if len(groups) > 1 else None)

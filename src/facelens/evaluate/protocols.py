@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from facelens.align import ARCFACE_SIZE, ARCFACE_TEMPLATE
+from facelens.detect.crop import face_of_crop
 from facelens.errors import ConfigError, FacelensError
 from facelens.evaluate import metrics
 from facelens.evaluate.cache import EmbeddingCache
@@ -227,16 +228,22 @@ class Embedder:
         a = self.analyzer
         # "largest" keeps the key of the embeddings cached before the subject rule existed
         rule = "" if self.subject == "largest" else f"|subject={self.subject}"
+        crops = "|crops=1" if a.crops else ""
         return (f"{a.detector}|{a.recognizer}|flip={int(a.flip)}|det={a.det_size}|thr={a.det_threshold}"
-                f"|decode={a.decode_size}|fallback={FALLBACK_SIDE}|low={probe_size or 0}{rule}")
+                f"|decode={a.decode_size}|fallback={FALLBACK_SIDE}|low={probe_size or 0}{rule}{crops}")
 
     def _embed_one(self, path: Path, probe_size: int | None) -> tuple[np.ndarray, dict[str, Any]]:
         decoded = decode_image(path, max_side=self.analyzer.decode_size)
         pixels = decoded.pixels
-        face = main_face(self.analyzer.detector_model.detect(pixels), pixels.shape[1], pixels.shape[0], self.subject)
-        info: dict[str, Any] = {"fallback": face is None}
-        if face is None:
-            face = fallback_face(*pixels.shape[:2])
+        if self.analyzer.crops:  # the image is the face; the template only where no points are found
+            face = face_of_crop(pixels, self.analyzer.detector_model)
+            info: dict[str, Any] = {"fallback": face.attributes["crop"]["landmarks"] == "template"}
+        else:
+            face = main_face(self.analyzer.detector_model.detect(pixels), pixels.shape[1], pixels.shape[0],
+                             self.subject)
+            info = {"fallback": face is None}
+            if face is None:
+                face = fallback_face(*pixels.shape[:2])
         if probe_size:
             pixels = degrade(pixels, face, probe_size)
         vector = self.analyzer.recognizer_model.embed_faces(pixels, [face])[0]

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from facelens.detect.crop import face_of_crop
 from facelens.errors import FacelensError
 from facelens.evaluate.protocols import folder_per_person
 from facelens.io import decode_image
@@ -80,7 +81,8 @@ def measure_samples(root: Path, analyzer: FaceAnalyzer,
         try:
             decoded = decode_image(path, max_side=analyzer.decode_size)
             pixels = decoded.pixels
-            face = main_face(analyzer.detector_model.detect(pixels), pixels.shape[1], pixels.shape[0])
+            face = (face_of_crop(pixels, analyzer.detector_model) if analyzer.crops else
+                    main_face(analyzer.detector_model.detect(pixels), pixels.shape[1], pixels.shape[0]))
             if face is None:
                 errors[str(path)] = f"{path}: no face found"
             else:

