@@ -170,6 +170,13 @@ def test_verify_and_analyze(env, data):
     assert attrs["expression"]["label"] == "happy" and {"pose", "quality", "age_gender"} <= set(attrs)
     r = client.post("/v1/analyze?attributes=aura", headers=keys["read"], files={"image": jpeg(a)})
     assert r.status_code == 400 and "aura" in r.json()["error"]["message"]
+    # a dataset-style face crop: with crops=true the whole image is the one face, never "no face"
+    crop = sorted((data.parent / "fer2013/PublicTest/happy").iterdir())[0]
+    r = client.post("/v1/analyze?attributes=expression&crops=true", headers=keys["read"], files={"image": jpeg(crop)})
+    faces = r.json()["faces"]
+    assert r.status_code == 200 and len(faces) == 1 and faces[0]["bbox"] == [0, 0, 48, 48]
+    assert faces[0]["attributes"]["expression"]["label"] in {"happy", "angry", "disgust", "fear", "sad", "surprise",
+                                                             "neutral"}
 
 
 def test_cluster_job_and_corrections(env):

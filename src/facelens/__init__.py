@@ -25,8 +25,8 @@ __version__ = "0.1.0"
 
 
 @lru_cache(maxsize=8)
-def _analyzer(detector: str, recognizer: str, attributes: tuple[str, ...] = ()) -> FaceAnalyzer:
-    return FaceAnalyzer(detector=detector, recognizer=recognizer, attributes=attributes)
+def _analyzer(detector: str, recognizer: str, attributes: tuple[str, ...] = (), crops: bool = False) -> FaceAnalyzer:
+    return FaceAnalyzer(detector=detector, recognizer=recognizer, attributes=attributes, crops=crops)
 
 
 def detect(image: ImageSource, detector: str = "scrfd-500m") -> list[Face]:
@@ -40,10 +40,10 @@ def embed(image: ImageSource, detector: str = "scrfd-500m", recognizer: str = "a
 
 
 def analyze(image: ImageSource, attributes: tuple[str, ...] | list[str] = DEFAULT_ATTRIBUTES,
-            detector: str = "scrfd-500m") -> list[Face]:
+            detector: str = "scrfd-500m", crops: bool = False) -> list[Face]:
     """Faces of one image with `attributes` filled in: 106 landmarks, head pose, quality, expression,
-    age and gender by default (see `facelens.analysis`)."""
-    return _analyzer(detector, "arcface-mbf", tuple(resolve(list(attributes)))).detect(image)
+    age and gender by default (see `facelens.analysis`). `crops=True`: the image is one face crop."""
+    return _analyzer(detector, "arcface-mbf", tuple(resolve(list(attributes))), bool(crops)).detect(image)
 
 
 __all__ = [

@@ -64,7 +64,8 @@ class FaceAnalyzer:
     det_size "auto", so a 24 MP photo keeps its small faces for the fine pass, and 2048 with a fixed
     det_size). Boxes and landmarks are always in the file's pixels. `crops=True`: every image is one
     face crop, as in most face datasets (see `facelens.detect.crop`): the whole image is the face,
-    never "no face"; the detector only supplies its five points where it can.
+    never "no face"; the detector only supplies its five points where it can. `attribute_options`:
+    constructor options per attribute, e.g. {"liveness": {"bpcer": 0.05}}.
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class FaceAnalyzer:
         decode_size: int | None = None,
         attributes: Sequence[str] = (),
         crops: bool = False,
+        attribute_options: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.detector = detector
         self.recognizer = recognizer
@@ -94,6 +96,7 @@ class FaceAnalyzer:
         # a list becomes a tuple (hashable, fixed); anything else is kept as given and refused at use
         self.attributes = tuple(attributes) if isinstance(attributes, list | tuple) else attributes
         self.crops = crops
+        self.attribute_options = attribute_options
         self._detector: Detector | None = None
         self._recognizer: Recognizer | None = None
         self._parts: list[FaceAttribute] | None = None
@@ -128,7 +131,8 @@ class FaceAnalyzer:
             names = self.attributes
             if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names):
                 raise ConfigError(f"attributes must be a list of names such as ['pose', 'quality'], got {names!r}")
-            self._parts = [create_attribute(name) for name in resolve(names)]
+            options = self.attribute_options or {}
+            self._parts = [create_attribute(name, **options.get(name, {})) for name in resolve(names)]
         return self._parts
 
     @property

@@ -9,6 +9,8 @@ pipeline (`FaceAnalyzer(attributes=...)`) runs the chosen parts after detection,
 
 from __future__ import annotations
 
+from typing import Any
+
 from facelens.analysis.base import FaceAttribute, is_known, unknown
 from facelens.errors import ConfigError
 
@@ -22,16 +24,20 @@ ATTRIBUTES: dict[str, tuple[str, str]] = {
     "expression-fer": ("facelens.analysis.expression", "FerExpression"),
     "expression-human": ("facelens.analysis.expression", "HumanExpression"),
     "age-gender": ("facelens.analysis.age_gender", "AgeGender"),
+    "liveness": ("facelens.analysis.liveness", "Liveness"),
 }
 DEFAULT_ATTRIBUTES = ("landmarks", "pose", "quality", "expression", "age-gender")
 
 
-def create_attribute(name: str) -> FaceAttribute:
-    """An attribute model by name (see `ATTRIBUTES`)."""
+def create_attribute(name: str, **options: Any) -> FaceAttribute:
+    """An attribute model by name (see `ATTRIBUTES`), with its constructor's options."""
     import importlib
 
     module, cls = ATTRIBUTES[resolve([name])[0]]
-    return getattr(importlib.import_module(module), cls)()
+    try:
+        return getattr(importlib.import_module(module), cls)(**options)
+    except TypeError as exc:
+        raise ConfigError(f"bad options for attribute {name!r}: {exc}") from None
 
 
 def resolve(names: list[str] | tuple[str, ...]) -> list[str]:

@@ -3,7 +3,7 @@
 One module per command group (`faces`, `gallery`, `clusters`, `evaluate`, `models`, `serve`); what they
 share — the error and exit-code layer, output helpers, option types — is in `_common`.
 
-Exit codes: 0 success, 1 "different person" (verify) or "not found" (find), 2 errors (a bad option,
+Exit codes: 0 success, 1 "different person" (verify), "not found" (find) or "attack" (liveness), 2 errors (a bad option,
 a missing model, or any input that could not be processed — the other inputs are still processed).
 """
 
@@ -14,14 +14,14 @@ from typing import Annotated
 
 import typer
 
-from facelens.cli import clusters, evaluate, faces, gallery, models, serve
+from facelens.cli import clusters, evaluate, faces, gallery, liveness, models, serve
 from facelens.cli._common import EXIT_OK, close_galleries, exit_code_for, out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, align, embed and compare faces.")
 
 # Registration order is the order `facelens --help` lists them: keep it.
 for _command in (faces.detect, faces.analyze, faces.embed, faces.verify, faces.find, faces.calibrate,
-                 clusters.cluster, faces.identify, serve.serve):
+                 clusters.cluster, faces.identify, liveness.liveness, serve.serve):
     app.command()(_command)
 app.add_typer(models.models_app, name="models")
 app.add_typer(gallery.gallery_app, name="gallery")

@@ -363,3 +363,43 @@ def evaluate_age_gender_cmd(
     for line, error in result["errors"].items():
         err.print(f"[red]error:[/red] {escape(line)}: {escape(error)}", markup=True, highlight=False)
     raise typer.Exit(EXIT_ERROR if result["errors"] else EXIT_OK)
+
+
+@evaluate_app.command("liveness")
+def evaluate_liveness_cmd(
+    labels: Annotated[Path, typer.Option("--labels", help="CSV with a header: path,label[,attack_type,subject] "
+                                                          "(label live or attack, or the attack type itself)")],
+    bpcer: Annotated[float, typer.Option("--bpcer", help="the recorded BPCER whose threshold decides")] = 0.01,
+    no_dtn: Annotated[bool, typer.Option("--no-dtn", help="MiniFASNet alone")] = False,
+    detector: DetectorOpt = "scrfd-500m",
+    crops: CropsOpt = False,
+    output: OutDirOpt = None,
+    threads: ThreadsOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Presentation-attack detection, ISO/IEC 30107-3: APCER per attack type, BPCER, ACER, APCER at BPCER
+    1 % and 5 %, per subject; a DET plot with --out."""
+    from facelens.evaluate.liveness import (
+        evaluate_liveness,
+        liveness_markdown,
+        read_liveness_labels,
+        write_liveness_outputs,
+    )
+
+    if output is not None:
+        _require_matplotlib()
+    n = len(read_liveness_labels(labels))
+    analyzer = FaceAnalyzer(detector=detector, threads=threads, crops=crops, attributes=["liveness"],
+                            attribute_options={"liveness": {"bpcer": bpcer, "use_dtn": False if no_dtn else None}})
+    with progress_bar(n, "checking liveness") as advance:
+        result = evaluate_liveness(labels, analyzer, on_done=lambda _p: advance(None))  # type: ignore[arg-type]
+    report = write_liveness_outputs(output, result) if output is not None else None
+    if json_out:
+        print_json({"protocol": "liveness", "results": [{k: v for k, v in result.items() if k != "rows"}]})
+    else:
+        out.print(liveness_markdown(result))
+        if report is not None:
+            out.print(f"wrote {escape(str(report))}, results.json and det.png")
+    for line, error in result["errors"].items():
+        err.print(f"[red]error:[/red] {escape(line)}: {escape(error)}", markup=True, highlight=False)
+    raise typer.Exit(EXIT_ERROR if result["errors"] else EXIT_OK)

