@@ -151,3 +151,16 @@ def test_bad_liveness_labels(tmp_path, text, message):
         read_liveness_labels(labels)
     result = run("evaluate", "liveness", "--labels", labels)
     assert result.returncode == 2 and message.split(":")[0] in result.stderr
+
+
+def test_enrollment_gated_on_liveness(data, tmp_path):
+    """--require-live: a printed photo is refused (nothing written), a live capture is enrolled."""
+    gallery = tmp_path / "g"
+    pa = data / "presentation_attacks"
+    refused = run("gallery", "enroll", "alice", pa / "01_attack.jpg", "--require-live", "--gallery", gallery)
+    assert refused.returncode == 2 and "liveness check says attack" in refused.stderr
+    ok = run("gallery", "enroll", "alice", pa / "00_live.jpg", "--require-live", "--gallery", gallery, "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert len(json.loads(ok.stdout)["faces_added"]) == 1
+    listed = run("gallery", "show", "alice", "--gallery", gallery, "--json")
+    assert json.loads(listed.stdout)["faces"] == 1  # the refused attack left nothing behind

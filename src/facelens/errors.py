@@ -29,5 +29,10 @@ class QualityError(FacelensError):
     """A face too poor for the operation asked (below a quality floor); the message says which part."""
 
 
+class NotLiveError(FacelensError):
+    """A face that passive liveness called a presentation attack (or could not decide), where a live
+    person was required; the message gives the score and threshold."""
+
+
 class NotFoundError(FacelensError):
     """A named thing (person, face, cluster, job) does not exist."""

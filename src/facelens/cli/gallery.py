@@ -54,14 +54,19 @@ def gallery_enroll(
     subject: SubjectOpt = "main",
     recognizer: Annotated[str | None, typer.Option("--recognizer", help="for a new gallery")] = None,
     min_quality: MinQualityOpt = None,
+    require_live: Annotated[bool, typer.Option(
+        "--require-live", help="refuse a face that passive liveness does not call live (photo, screen, replay)")]
+    = False,
     det_size: DetSizeOpt = "auto",
     gallery: GalleryOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Enroll NAME from IMAGES (all or nothing: a photo with no face, several faces none of which is
-    clearly its subject, or a face below the quality floor is refused, with the reason)."""
+    clearly its subject, a face below the quality floor, or with --require-live one not found live, is
+    refused, with the reason)."""
     store = open_gallery(gallery, recognizer, min_quality, det_size)
-    ids = store.enroll(name, [str(p) for p in expand_paths(images)], largest=largest, subject=subject)
+    ids = store.enroll(name, [str(p) for p in expand_paths(images)], largest=largest, subject=subject,
+                       require_live=require_live)
     if json_out:
         print_json({"person": name, "faces_added": ids})
     else:

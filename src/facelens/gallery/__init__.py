@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facelens.errors import ConfigError, FacelensError, ImageError, NoFaceError, QualityError
+from facelens.errors import ConfigError, FacelensError, ImageError, NoFaceError, NotLiveError, QualityError
 from facelens.gallery.openset import DEFAULT_FPIR, OpenSetThreshold, check_fpir, fpir_threshold
 from facelens.gallery.store import (
     DuplicateFace,
@@ -159,6 +159,7 @@ class Gallery:
         self._index: Any = None
         self._lock = threading.Lock()
         self._size_cache: tuple[int, int, int] | None = None  # (generation, faces, people)
+        self._liveness: Any = None  # built on the first enrollment that requires a live face
         # seconds spent reading photos and running the models vs writing to the store, summed over
         # enrollments: the benchmark's "the store adds < 5 %" figure comes from here
         self.timings = {"analyze_s": 0.0, "store_s": 0.0}
@@ -280,7 +281,7 @@ class Gallery:
     # -- enroll ----------------------------------------------------------------------------------
     def enroll(self, name: str, images: list[ImageSource], largest: bool = False,
                metadata: dict[str, Any] | None = None, allow_duplicate: bool = False,
-               subject: str = "main") -> list[int]:
+               subject: str = "main", require_live: bool = False) -> list[int]:
         """Add one face per image to `name` (created if new, with `metadata`), all in one transaction.
 
         Of several faces in an image, the photo's subject is taken when it is clearly the one (by the
@@ -291,11 +292,13 @@ class Gallery:
         is written: a gallery polluted by a wrong or unusable face is worse than a retry. So is an image
         already enrolled (same content hash), for this person or another one (`DuplicateFace`), unless
         `allow_duplicate`: identical biometric data under two names survives forgetting one of them.
+        `require_live`: each face must pass passive liveness (`facelens.analysis.liveness`), else
+        `NotLiveError` and nothing is written.
         """
         name = clean_name(name)
         if metadata is not None:
             metadata_json(metadata)
-        prepared = self._prepare(images, largest, subject)
+        prepared = self._prepare(images, largest, subject, require_live)
         started = time.perf_counter()
         with self.store.transaction() as conn:
             # the name is resolved inside the write transaction: a concurrent rename or forget cannot
@@ -307,7 +310,7 @@ class Gallery:
         return ids
 
     def add_faces(self, person_id: int, images: list[ImageSource], largest: bool = False,
-                  allow_duplicate: bool = False, subject: str = "main") -> list[int]:
+                  allow_duplicate: bool = False, subject: str = "main", require_live: bool = False) -> list[int]:
         """Add one face per image to the existing person `person_id` (same refusals as `enroll`).
 
         The person is looked up by id inside the write transaction: if they were forgotten (or merged
@@ -316,7 +319,7 @@ class Gallery:
         if not valid_id(person_id):
             raise GalleryNotFound(f"no person {person_id!r} in the gallery")
         self._existing().person(person_id)  # fail before running the models
-        prepared = self._prepare(images, largest, subject)
+        prepared = self._prepare(images, largest, subject, require_live)
         started = time.perf_counter()
         with self.store.transaction() as conn:
             person = self.store.person(person_id, conn)
@@ -326,7 +329,7 @@ class Gallery:
         self.timings["store_s"] += time.perf_counter() - started
         return ids
 
-    def _prepare(self, images: list[ImageSource], largest: bool, subject: str = "main"
+    def _prepare(self, images: list[ImageSource], largest: bool, subject: str = "main", require_live: bool = False
                  ) -> list[tuple[Face, str | None, bytes, float | None, str]]:
         """Detect, check and embed one face per image (outside any transaction: this is the slow part)."""
         check_subject_rule(subject)
@@ -359,6 +362,8 @@ class Gallery:
                 if face is None:
                     raise AmbiguousSubject(f"{label}: {why}; nothing enrolled (pass --largest to take the "
                                            f"{'largest' if subject == 'largest' else 'main'} face anyway)")
+            if require_live:
+                self._check_live(label, decoded.pixels, face)
             analyzer.embed(decoded.pixels, [face])
             quality = self._check_quality(label, decoded.pixels, face)
             thumb = face_thumbnail(decoded.pixels, face)
@@ -366,6 +371,18 @@ class Gallery:
             prepared.append((face, digest, thumb, quality, label))
         self.timings["analyze_s"] += time.perf_counter() - started
         return prepared
+
+    def _check_live(self, label: str, pixels: np.ndarray, face: Face) -> None:
+        if self._liveness is None:
+            from facelens.analysis.liveness import Liveness
+
+            part = Liveness()
+            part.check_models()
+            self._liveness = part
+        (value,) = self._liveness.measure(pixels, [face])
+        if value["decision"] != "live":
+            why = value.get("reason") or f"score {value['score']:.3f} >= threshold {value['threshold']:.3f}"
+            raise NotLiveError(f"{label}: liveness check says {value['decision']} ({why}); nothing enrolled")
 
     def _add_prepared(self, conn: Any, person_id: int, name: str, prepared: list[Any],
                       allow_duplicate: bool) -> list[int]:

@@ -29,6 +29,7 @@ from facelens.errors import (
     ModelNotFoundError,
     NoFaceError,
     NotFoundError,
+    NotLiveError,
     QualityError,
 )
 from facelens.gallery.store import DuplicateFace, GalleryCorrupt, GalleryReadOnly
@@ -66,6 +67,7 @@ _ERROR_MAP: list[tuple[type[Exception], int, str]] = [
     (ImageError, 400, "bad_image"),
     (NoFaceError, 422, "no_face"),
     (QualityError, 422, "quality_too_low"),
+    (NotLiveError, 422, "not_live"),
     (ConfigError, 400, "invalid_parameter"),
     (ModelNotFoundError, 503, "model_missing"),
 ]

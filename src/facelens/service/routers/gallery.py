@@ -132,15 +132,17 @@ async def list_faces(person_id: PersonId, key: Read, service: ServiceDep) -> dic
              openapi_extra=image_body("image"))
 async def add_face(request: Request, person_id: PersonId, _: Enroll, service: ServiceDep,
                    largest: Annotated[bool, Query(description="take the largest of several faces")] = False,
+                   require_live: Annotated[bool, Query(description="refuse a face that passive liveness does "
+                                                                   "not call live (422 not_live)")] = False,
                    ) -> dict[str, Any]:
-    """Enroll the face of an image for this person (refused: no face, several faces, too poor)."""
+    """Enroll the face of an image for this person (refused: no face, several faces, too poor, not live)."""
     data = (await read_images(request, ("image",), service.upload_limit))["image"]
 
     def work() -> dict[str, Any]:
         with service.write_lock:
             # the person is resolved by id inside the write transaction: forgotten meanwhile = 404; the raw
             # bytes (not decoded pixels) so the duplicate check matches the same photo enrolled as a file
-            ids = service.gallery.add_faces(person_id, [data], largest=largest)
+            ids = service.gallery.add_faces(person_id, [data], largest=largest, require_live=require_live)
         service.metrics.count("facelens_enrolled_faces_total", len(ids))
         return {"person_id": person_id, "face_ids": ids}
 
