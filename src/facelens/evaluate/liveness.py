@@ -4,10 +4,11 @@
   the system's APCER is the worst type's.
 - BPCER: the share of bona fide (live) presentations rejected as attacks.
 - ACER = (APCER + BPCER) / 2 (common in papers, though the 2023 edition discourages it), and APCER at the
-  thresholds giving BPCER 1 % and 5 %, over the decision margin (score minus the threshold of the model
-  that decided, so faces decided by the fused score and by the DTN alone share one scale).
-A presentation where no face or no decision came out is counted against the system both ways: a live person
-rejected, an attack not caught is not claimed either (it is listed apart as "no decision").
+  thresholds giving BPCER 1 % and 5 % over the decision margin (score minus the threshold of the model that
+  decided, so faces decided by the fused score and by the DTN alone share one scale); none where more live
+  faces than that got no decision.
+A presentation where no face or no decision came out counts as a rejected live person, and as an attack
+that was not accepted (listed apart as "no decision").
 """
 
 from __future__ import annotations
@@ -95,8 +96,8 @@ def apcer_at_bpcer(rows: list[dict[str, Any]], bpcer: float) -> float:
     """The worst type's APCER at the margin threshold that rejects at most `bpcer` of the live faces
     (faces without a decision count as rejected live faces and caught attacks, as above)."""
     live = np.sort([r["margin"] if r["margin"] is not None else np.inf for r in rows if r["live"]])[::-1]
-    if not len(live):
-        return math.nan
+    if not len(live) or np.isinf(live).mean() > bpcer:
+        return math.nan  # more live faces than that went undecided: no threshold reaches this BPCER
     k = int(np.floor(bpcer * len(live)))
     threshold = np.nextafter(live[k], np.inf) if np.isfinite(live[k]) else np.inf
     worst = 0.0
