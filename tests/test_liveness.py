@@ -164,3 +164,64 @@ def test_enrollment_gated_on_liveness(data, tmp_path):
     assert len(json.loads(ok.stdout)["faces_added"]) == 1
     listed = run("gallery", "show", "alice", "--gallery", gallery, "--json")
     assert json.loads(listed.stdout)["faces"] == 1  # the refused attack left nothing behind
+
+
+# -- the active challenge ---------------------------------------------------------------------------------
+def challenge(video: Path, actions: str) -> dict:
+    result = run("liveness", "--video", video, "--challenge", actions, "--json")
+    assert result.returncode in (0, 1), result.stderr
+    verdict = json.loads(result.stdout)
+    assert (result.returncode == 0) == verdict["passed"]
+    return verdict
+
+
+def test_challenge_on_live_replay_and_talking_head_clips(data):
+    """The live clip passes two blinks; its phone replay shows the blinks too but fails (passive liveness on
+    its frames); a talking head passes what happens in it (a blink, then an open mouth) and fails a turn
+    it never makes, and a mouth-opening it never does."""
+    videos = data.parent / "liveness" / "videos"
+    live = challenge(next(videos.glob("live_*.mp4")), "blink,blink")
+    assert live["passed"] and [c["action"] for c in live["completed"]] == ["blink", "blink"]
+    replay = challenge(next(videos.glob("replay_*.mp4")), "blink")
+    assert not replay["passed"] and "passive liveness" in replay["reason"]
+    talking = data.parent / "videos"
+    scripted = challenge(talking / "talking_d18.mp4", "blink,mouth")
+    assert scripted["passed"] and scripted["completed"][0]["t"] < scripted["completed"][1]["t"]
+    turn = challenge(talking / "talking_d18.mp4", "blink,left")
+    assert not turn["passed"] and "'left' was not seen" in turn["reason"]
+    assert not challenge(talking / "talking_s18.mp4", "mouth")["passed"]
+
+
+def test_challenge_bad_inputs(tmp_path, data):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    result = run("liveness", "--video", broken, "--challenge", "blink")
+    assert result.returncode == 2 and "video" in result.stderr
+    assert run("liveness", "--video", tmp_path / "missing.mp4", "--challenge", "blink").returncode == 2
+    bad = run("liveness", "--video", data.parent / "videos" / "talking_d18.mp4", "--challenge", "jump")
+    assert bad.returncode == 2 and "blink" in bad.stderr
+    # a clip with no face fails (never passes), with the reason
+    empty = tmp_path / "grey.avi"
+    writer = cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for _ in range(20):
+        writer.write(np.full((120, 160, 3), 100, np.uint8))
+    writer.release()
+    verdict = challenge(empty, "blink")
+    assert not verdict["passed"] and "face was seen in 0 of 20" in verdict["reason"]
+
+
+def test_sessions_and_signed_verdicts():
+    from facelens.challenge import ChallengeError, new_session, sign_verdict, verify_verdict
+
+    sessions = [new_session() for _ in range(200)]
+    assert len({s["session_id"] for s in sessions}) == 200
+    assert all(2 <= len(s["actions"]) <= 4 and s["expires_at"] > s["issued_at"] for s in sessions)
+    assert len({tuple(s["actions"]) for s in sessions}) > 20  # drawn, not a fixed script
+    secret = b"k" * 32
+    token = sign_verdict(secret, {"session_id": "abc", "passed": True})
+    assert verify_verdict(secret, token) == {"session_id": "abc", "passed": True}
+    payload, signature = token.split(".")
+    forged = sign_verdict(b"another secret", {"session_id": "abc", "passed": True})
+    for bad in (forged, payload + "." + signature[::-1], payload[:-2] + "xx." + signature, "nonsense"):
+        with pytest.raises(ChallengeError):
+            verify_verdict(secret, bad)

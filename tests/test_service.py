@@ -369,3 +369,50 @@ def test_graceful_shutdown_finishes_inflight_enrollments(server, data):
     stored = sorted(f["face_id"] for f in gallery.faces("obama"))
     assert stored == sorted(i for _, _, ids in done for i in ids)  # every 201 is on disk, nothing else
     gallery.close()
+
+
+def test_liveness_sessions_single_use_expiry_and_signed_verdicts(env, data):
+    """A session's challenge is drawn by the server; its clip is checked once; the verdict's token verifies
+    and any edit of it does not; an expired session is refused."""
+    client, keys, _ = env
+    read = keys["read"]
+    videos = data.parent / "liveness" / "videos"
+    opened = client.post("/v1/liveness/sessions", headers=read)
+    assert opened.status_code == 201
+    session = opened.json()
+    assert 2 <= len(session["actions"]) <= 4 and session["expires_at"] > time.time()
+    # the live clip only blinks: set this session's challenge to what it shows (the draw is tested elsewhere)
+    client.app.state.service.liveness_sessions._open[session["session_id"]]["actions"] = ["blink", "blink"]
+    clip = next(videos.glob("live_*.mp4")).read_bytes()
+    url = f"/v1/liveness/sessions/{session['session_id']}/video"
+    r = client.post(url, headers=read, files={"video": ("clip.mp4", clip, "video/mp4")})
+    assert r.status_code == 200, r.text
+    verdict = r.json()
+    assert verdict["passed"] is True and verdict["actions"] == ["blink", "blink"]
+    again = client.post(url, headers=read, files={"video": ("clip.mp4", clip, "video/mp4")})
+    assert again.status_code == 404  # a nonce is good once
+    checked = client.post("/v1/liveness/verify", headers=read, json={"token": verdict["token"]}).json()
+    assert checked["valid"] and checked["verdict"]["passed"] is True
+    payload, signature = verdict["token"].split(".")
+    import base64 as b64
+
+    claims = json.loads(b64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["session_id"] = "0" * 32
+    edited = b64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode() + "." + signature
+    r = client.post("/v1/liveness/verify", headers=read, json={"token": edited})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "forged_verdict"
+    # the replayed clip fails whatever it is asked
+    replay = client.post("/v1/liveness/sessions", headers=read).json()
+    r = client.post(f"/v1/liveness/sessions/{replay['session_id']}/video", headers=read,
+                    files={"video": ("clip.mp4", next(videos.glob("replay_*.mp4")).read_bytes(), "video/mp4")})
+    assert r.status_code == 200 and r.json()["passed"] is False
+    late = client.post("/v1/liveness/sessions", headers=read).json()
+    client.app.state.service.liveness_sessions._open[late["session_id"]]["expires_at"] = time.time() - 1
+    r = client.post(f"/v1/liveness/sessions/{late['session_id']}/video", headers=read,
+                    files={"video": ("clip.mp4", clip, "video/mp4")})
+    assert r.status_code == 410
+    broken = client.post("/v1/liveness/sessions", headers=read).json()
+    r = client.post(f"/v1/liveness/sessions/{broken['session_id']}/video", headers=read,
+                    files={"video": ("clip.mp4", b"not a video", "video/mp4")})
+    assert r.status_code == 400 and "video" in r.json()["error"]["message"]
+    assert client.post("/v1/liveness/sessions").status_code == 401

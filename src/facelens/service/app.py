@@ -36,7 +36,7 @@ from facelens.gallery.store import DuplicateFace, GalleryCorrupt, GalleryReadOnl
 from facelens.service.deps import ApiError, Service, error_body
 from facelens.service.keys import SCOPES
 from facelens.service.middleware import BodySizeLimit, RequestMetrics, SecurityHeaders
-from facelens.service.routers import clusters, gallery, ops, recognition
+from facelens.service.routers import clusters, gallery, liveness, ops, recognition
 
 __all__ = ["ApiError", "Service", "ServiceConfig", "create_app", "error_body"]
 
@@ -143,6 +143,7 @@ def create_app(config: ServiceConfig, warm: bool = True) -> FastAPI:
     app.include_router(recognition.router)
     app.include_router(gallery.router)
     app.include_router(clusters.router)
+    app.include_router(liveness.router)
     app.include_router(ops.page)
 
     app.state.scopes = SCOPES
