@@ -146,3 +146,29 @@ def test_webcam_capture_reaches_the_api(tmp_path):
             browser.close()
     finally:
         server.stop()
+
+
+def test_liveness_tab_records_and_gets_a_verdict(tmp_path):
+    """Chromium's fake camera (a test pattern, no face): the page opens a session, shows the server's
+    challenge, records a clip with MediaRecorder, uploads it, and shows the (failed) verdict."""
+    from playwright.sync_api import sync_playwright
+
+    server = Server(tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+                "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            page.fill("#key-input", server.token)
+            page.click("#key-save")
+            page.click("#tab-liveness")
+            page.click("#liveness-start")
+            page.wait_for_selector("#liveness-actions li")
+            assert 2 <= page.locator("#liveness-actions li").count() <= 4
+            page.wait_for_selector("#liveness-verdict[data-passed]", timeout=90_000)
+            assert page.get_attribute("#liveness-verdict", "data-passed") == "false"
+            assert "face was seen in 0 of" in page.inner_text("#liveness-verdict")
+            browser.close()
+    finally:
+        server.stop()

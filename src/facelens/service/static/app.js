@@ -316,3 +316,51 @@ $("#merge-selected").addEventListener("click", () => {
 });
 
 if (!state.key) status("enter an API key (facelens keys create NAME --scope admin) to start");
+
+// -- liveness: a server-drawn challenge, filmed and checked by the server ------------------------
+const ACTION_TEXT = { blink: "blink", left: "turn your head to your left", right: "turn your head to your right",
+  mouth: "open your mouth", smile: "smile" };
+
+$("#liveness-start").addEventListener("click", async () => {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.MediaRecorder) {
+    status("this browser cannot record the camera here (it needs https or localhost)", true);
+    return;
+  }
+  $("#liveness-verdict").textContent = "";
+  let camera = null;
+  try {
+    const session = await api("/v1/liveness/sessions", { method: "POST" });
+    const list = $("#liveness-actions");
+    list.replaceChildren(...session.actions.map((a) => {
+      const li = document.createElement("li");
+      li.textContent = ACTION_TEXT[a] || a;
+      return li;
+    }));
+    camera = await navigator.mediaDevices.getUserMedia({ video: true });
+    $("#liveness-video").srcObject = camera;
+    const chunks = [];
+    const recorder = new MediaRecorder(camera);
+    recorder.ondataavailable = (event) => { if (event.data.size) chunks.push(event.data); };
+    const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
+    // about 2.5 s per action plus a second to settle, well inside the server's per-step limit
+    const seconds = Math.min(1 + 2.5 * session.actions.length, (session.expires_at * 1000 - Date.now()) / 1000 - 5);
+    status(`recording ${Math.round(seconds)} s: do the actions in order`);
+    recorder.start(250);
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    recorder.stop();
+    await stopped;
+    status("checking…");
+    const clip = new Blob(chunks, { type: recorder.mimeType || "video/webm" });
+    const verdict = await api(`/v1/liveness/sessions/${session.session_id}/video`,
+      { method: "POST", body: imageForm(clip, "video") });
+    const seen = verdict.completed.map((c) => `${c.action} at ${c.t.toFixed(1)} s`).join(", ") || "nothing";
+    $("#liveness-verdict").textContent = verdict.passed
+      ? `live: passed (${seen})` : `not passed: ${verdict.reason} (seen: ${seen})`;
+    $("#liveness-verdict").dataset.passed = String(verdict.passed);
+    status(verdict.passed ? "liveness check passed" : "liveness check failed", !verdict.passed);
+  } catch (err) {
+    status(`liveness: ${err.message}`, true);
+  } finally {
+    if (camera) camera.getTracks().forEach((t) => t.stop());
+  }
+});
