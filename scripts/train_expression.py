@@ -16,7 +16,7 @@ never steers training (no early stopping, no picking the best epoch): the last e
 Licence of the result: derived from InsightFace's w600k_mbf (non-commercial research use) and trained on
 FER-2013 (research use): research use only.
 
-Usage (needs `pip install torch==2.13.0` in the venv; ~N min per epoch on 2 cores, see RESULTS.md):
+Usage (needs `pip install torch==2.13.0` in the venv; ~7 min per epoch on 2 cores, 10 epochs ~80 min; see RESULTS.md):
 
     .venv/bin/python scripts/train_expression.py --epochs 8 --out .cache/train-expression
     .venv/bin/python scripts/train_expression.py --export .cache/train-expression/last.pt \\
@@ -249,11 +249,16 @@ def train(args: argparse.Namespace) -> None:
         log.append(entry)
         print(json.dumps(entry), flush=True)
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                    "epoch": epoch + 1, "step": step, "log": log, "args": vars(args) | {"out": str(args.out)}},
+                    "epoch": epoch + 1, "step": step, "log": log, "args": {k: str(v) if isinstance(v, Path) else v
+                                                                  for k, v in vars(args).items()}},
                    resume)
+    write_log(out, log, vars(args), torch.__version__)
+
+
+def write_log(out: Path, log: list[dict], args: dict, torch_version: str) -> None:
     (out / "log.json").write_text(json.dumps({
-        "log": log, "wall_s": sum(e["epoch_s"] for e in log), "machine": f"{platform.processor()} "
-        f"{os.cpu_count()} cpus", "torch": torch.__version__, "args": vars(args) | {"out": str(args.out)}}, indent=1))
+        "log": log, "wall_s": sum(e["epoch_s"] for e in log), "machine": f"{platform.machine()}, "
+        f"{os.cpu_count()} CPUs", "torch": torch_version, "args": args}, indent=1, default=str))
 
 
 def export(args: argparse.Namespace) -> None:

@@ -20,7 +20,7 @@ ATTRIBUTES: dict[str, tuple[str, str]] = {
     "landmarks68": ("facelens.analysis.landmarks", "Landmarks68"),
     "pose": ("facelens.analysis.pose", "HeadPose"),
     "quality": ("facelens.analysis.quality", "FaceQuality"),
-    "expression": ("facelens.analysis.expression", "FerExpression"),
+    "expression": ("facelens.analysis.expression", "FacelensExpression"),
     "expression-fer": ("facelens.analysis.expression", "FerExpression"),
     "expression-human": ("facelens.analysis.expression", "HumanExpression"),
     "age-gender": ("facelens.analysis.age_gender", "AgeGender"),
