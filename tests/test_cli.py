@@ -68,6 +68,11 @@ def test_embed_npy_and_jsonl(data, tmp_path):
     assert proc.returncode == 0 and len(rows) == 1 and len(rows[0]["embedding"]) == 512
     bad = run("embed", data / "groups/CompreFace__010_2.jpg", "--out", tmp_path / "x.csv")
     assert bad.returncode == 2 and ".npy or .jsonl" in bad.stderr
+    # images without a face: an empty matrix that is still 512 wide (stacks with other embedding files)
+    empty = tmp_path / "none.npy"
+    proc = run("embed", data / "nonface", "--out", empty, "--detector", "dlib-hog", "--recognizer", "arcface-mbf")
+    assert proc.returncode == 0, proc.stderr
+    assert np.load(empty).shape == (0, 512)
 
 
 def test_find_draws_and_exits(data, tmp_path):

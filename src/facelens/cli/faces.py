@@ -202,7 +202,8 @@ def embed(
         rows.extend((r.source, i, f) for i, f in enumerate(faces))
     output.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy":
-        dim = rows[0][2].embedding.size if rows else 0
+        # no face at all still writes the recognizer's width, so the file stacks with others
+        dim = rows[0][2].embedding.size if rows else analyzer.recognizer_model.dim
         matrix = np.stack([f.embedding for _, _, f in rows]) if rows else np.zeros((0, dim), np.float32)
         np.save(output, matrix.astype(np.float32))
         index = output.with_suffix(".faces.jsonl")
