@@ -116,59 +116,53 @@ def test_clusters_tab_merge_and_name(tmp_path, data, analyzer):
         server.stop()
 
 
-def test_webcam_capture_reaches_the_api(tmp_path):
+@pytest.fixture
+def camera_page(tmp_path):
+    """The page in Chromium with its fake camera (a test pattern, no face), the key already saved."""
+    from playwright.sync_api import sync_playwright
+
+    server = Server(tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+                "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            page.fill("#key-input", server.token)
+            page.click("#key-save")
+            yield page
+            browser.close()
+    finally:
+        server.stop()
+
+
+def test_webcam_capture_reaches_the_api(camera_page):
     """Chromium's fake camera (a test pattern, no face): capture sends the frame to the enroll endpoint,
     and the page shows the API's answer."""
-    from playwright.sync_api import sync_playwright
-
-    server = Server(tmp_path)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-                "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
-            page = browser.new_page()
-            page.goto(server.url + "/")
-            page.fill("#key-input", server.token)
-            page.click("#key-save")
-            page.click("#tab-gallery")
-            page.fill("#enroll-name", "camera person")
-            page.click("#webcam-start")
-            video = page.locator("#webcam-video")
-            deadline = time.time() + 30
-            while video.evaluate("v => v.videoWidth") == 0 and time.time() < deadline:
-                time.sleep(0.1)
-            page.click("#webcam-capture")
-            page.wait_for_selector("#status.error")
-            assert "no face" in page.inner_text("#status")
-            # the person was created, with no face: nothing half-enrolled
-            page.wait_for_selector("#people li[data-name='camera person']")
-            assert "0 face(s)" in page.inner_text("#people li[data-name='camera person']")
-            browser.close()
-    finally:
-        server.stop()
+    page = camera_page
+    page.click("#tab-gallery")
+    page.fill("#enroll-name", "camera person")
+    page.click("#webcam-start")
+    video = page.locator("#webcam-video")
+    deadline = time.time() + 30
+    while video.evaluate("v => v.videoWidth") == 0 and time.time() < deadline:
+        time.sleep(0.1)
+    page.click("#webcam-capture")
+    page.wait_for_selector("#status.error")
+    assert "no face" in page.inner_text("#status")
+    # the person was created, with no face: nothing half-enrolled
+    page.wait_for_selector("#people li[data-name='camera person']")
+    assert "0 face(s)" in page.inner_text("#people li[data-name='camera person']")
 
 
-def test_liveness_tab_records_and_gets_a_verdict(tmp_path):
+def test_liveness_tab_records_and_gets_a_verdict(camera_page):
     """Chromium's fake camera (a test pattern, no face): the page opens a session, shows the server's
     challenge, records a clip with MediaRecorder, uploads it, and shows the (failed) verdict."""
-    from playwright.sync_api import sync_playwright
-
-    server = Server(tmp_path)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-                "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
-            page = browser.new_page()
-            page.goto(server.url + "/")
-            page.fill("#key-input", server.token)
-            page.click("#key-save")
-            page.click("#tab-liveness")
-            page.click("#liveness-start")
-            page.wait_for_selector("#liveness-actions li")
-            assert 2 <= page.locator("#liveness-actions li").count() <= 4
-            page.wait_for_selector("#liveness-verdict[data-passed]", timeout=90_000)
-            assert page.get_attribute("#liveness-verdict", "data-passed") == "false"
-            assert "face was seen in 0 of" in page.inner_text("#liveness-verdict")
-            browser.close()
-    finally:
-        server.stop()
+    page = camera_page
+    page.click("#tab-liveness")
+    page.click("#liveness-start")
+    page.wait_for_selector("#liveness-actions li")
+    assert 2 <= page.locator("#liveness-actions li").count() <= 4
+    page.wait_for_selector("#liveness-verdict[data-passed]", timeout=90_000)
+    assert page.get_attribute("#liveness-verdict", "data-passed") == "false"
+    assert "face was seen in 0 of" in page.inner_text("#liveness-verdict")

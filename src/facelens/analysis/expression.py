@@ -15,6 +15,7 @@ probabilities of the crop and its mirror image are averaged (about +1 point, mea
 from __future__ import annotations
 
 import threading
+from abc import abstractmethod
 from typing import Any
 
 import cv2
@@ -53,14 +54,34 @@ def expression_value(probs: np.ndarray, model: str) -> dict[str, Any]:
             "model": model}
 
 
-class FerExpression(FaceAttribute):
+class ExpressionModel(FaceAttribute):
+    """What the three expression models share: the FER-2013 crop, mirror averaging (`flip`), the value.
+    A subclass names its model and input size and turns (N, size, size) grey crops into probabilities."""
+
     name = "expression"
-    models = ("expression-fer",)
     min_face = 24.0  # FER-2013 faces are 48 px; below half that there is little expression left to read
-    input_size = 64
+    input_size = 48
 
     def __init__(self, flip: bool = True) -> None:
         self.flip = flip
+
+    @abstractmethod
+    def probabilities(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 7) class probabilities of (N, input_size, input_size) uint8 grey crops."""
+
+    def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:
+        if any(f.landmarks is None and not is_whole_crop(f) for f in faces):
+            return [unknown("no five-point landmarks") for _ in faces]
+        return [expression_value(p, self.models[0])
+                for p in self.probabilities(grey_crops(image, faces, self.input_size))]
+
+
+class FerExpression(ExpressionModel):
+    models = ("expression-fer",)
+    input_size = 64
+
+    def __init__(self, flip: bool = True) -> None:
+        super().__init__(flip)
         self._local = threading.local()  # a TFLite interpreter is not thread-safe: one per thread
 
     def _interpreter(self) -> Any:
@@ -90,23 +111,12 @@ class FerExpression(FaceAttribute):
                 probs[i] += interp.get_tensor(out)[0]
         return probs / len(views)
 
-    def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:
-        if any(f.landmarks is None and not is_whole_crop(f) for f in faces):
-            return [unknown("no five-point landmarks") for _ in faces]
-        return [expression_value(p, "expression-fer")
-                for p in self.probabilities(grey_crops(image, faces, self.input_size))]
 
-
-class HumanExpression(FaceAttribute):
+class HumanExpression(ExpressionModel):
     """@vladmandic/human's expression graph (tfjs converted to ONNX): 64×64 grey in [-1, 1]."""
 
-    name = "expression"
     models = ("expression-human",)
-    min_face = 24.0
     input_size = 64
-
-    def __init__(self, flip: bool = True) -> None:
-        self.flip = flip
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         session = onnx_session("expression-human")
@@ -115,23 +125,12 @@ class HumanExpression(FaceAttribute):
         name = session.get_inputs()[0].name
         return sum(session.run(None, {name: np.ascontiguousarray(v)})[0] for v in views) / len(views)
 
-    def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:
-        if any(f.landmarks is None and not is_whole_crop(f) for f in faces):
-            return [unknown("no five-point landmarks") for _ in faces]
-        return [expression_value(p, "expression-human")
-                for p in self.probabilities(grey_crops(image, faces, self.input_size))]
 
-
-class FacelensExpression(FaceAttribute):
+class FacelensExpression(ExpressionModel):
     """facelens's own FER-2013 model (`expression-facelens`): 48x48 grey, pixels 0..255 (scaling inside)."""
 
-    name = "expression"
     models = ("expression-facelens",)
-    min_face = 24.0
     input_size = 48
-
-    def __init__(self, flip: bool = True) -> None:
-        self.flip = flip
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """(N, 7) class probabilities of (N, 48, 48) uint8 grey crops."""
@@ -145,9 +144,3 @@ class FacelensExpression(FaceAttribute):
             e = np.exp(logits - logits.max(1, keepdims=True))
             probs += e / e.sum(1, keepdims=True)
         return probs / len(views)
-
-    def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:
-        if any(f.landmarks is None and not is_whole_crop(f) for f in faces):
-            return [unknown("no five-point landmarks") for _ in faces]
-        return [expression_value(p, "expression-facelens")
-                for p in self.probabilities(grey_crops(image, faces, self.input_size))]

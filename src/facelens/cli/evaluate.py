@@ -272,6 +272,21 @@ def evaluate_identify_cmd(
             out.print(f"wrote {escape(str(report))} and plots in {escape(str(report.parent))}")
 
 
+def _finish_labelled(protocol: str, result: dict[str, Any], markdown: str, report: Path | None, plot: str,
+                     json_out: bool) -> None:
+    """How a labels-file evaluation ends: JSON (without the per-row list) or the Markdown report, the
+    unreadable images by line, and exit 2 if there were any."""
+    if json_out:
+        print_json({"protocol": protocol, "results": [{k: v for k, v in result.items() if k != "rows"}]})
+    else:
+        out.print(markdown)
+        if report is not None:
+            out.print(f"wrote {escape(str(report))}, results.json and {plot}")
+    for line, error in result["errors"].items():
+        err.print(f"[red]error:[/red] {escape(line)}: {escape(error)}", markup=True, highlight=False)
+    raise typer.Exit(EXIT_ERROR if result["errors"] else EXIT_OK)
+
+
 InputOpt = Annotated[str, typer.Option(
     "--input", help="crops: each image is one face crop (used whole, never 'no face'); photos: detect, the main "
                     "subject; auto: detect, and take an image whole where no face is found")]
@@ -354,15 +369,7 @@ def evaluate_age_gender_cmd(
     with progress_bar(n, "reading age and gender") as advance:
         result = evaluate_age_gender(labels, analyzer, input_mode, on_done=lambda _p: advance(None))  # type: ignore[arg-type]
     report = write_age_gender_outputs(output, result) if output is not None else None
-    if json_out:
-        print_json({"protocol": "age-gender", "results": [{k: v for k, v in result.items() if k != "rows"}]})
-    else:
-        out.print(age_gender_markdown(result))
-        if report is not None:
-            out.print(f"wrote {escape(str(report))}, results.json and age_bands.png")
-    for line, error in result["errors"].items():
-        err.print(f"[red]error:[/red] {escape(line)}: {escape(error)}", markup=True, highlight=False)
-    raise typer.Exit(EXIT_ERROR if result["errors"] else EXIT_OK)
+    _finish_labelled("age-gender", result, age_gender_markdown(result), report, "age_bands.png", json_out)
 
 
 @evaluate_app.command("liveness")
@@ -394,12 +401,4 @@ def evaluate_liveness_cmd(
     with progress_bar(n, "checking liveness") as advance:
         result = evaluate_liveness(labels, analyzer, on_done=lambda _p: advance(None))  # type: ignore[arg-type]
     report = write_liveness_outputs(output, result) if output is not None else None
-    if json_out:
-        print_json({"protocol": "liveness", "results": [{k: v for k, v in result.items() if k != "rows"}]})
-    else:
-        out.print(liveness_markdown(result))
-        if report is not None:
-            out.print(f"wrote {escape(str(report))}, results.json and det.png")
-    for line, error in result["errors"].items():
-        err.print(f"[red]error:[/red] {escape(line)}: {escape(error)}", markup=True, highlight=False)
-    raise typer.Exit(EXIT_ERROR if result["errors"] else EXIT_OK)
+    _finish_labelled("liveness", result, liveness_markdown(result), report, "det.png", json_out)

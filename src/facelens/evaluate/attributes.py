@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,9 +170,11 @@ class AgeGenderLabel:
     group: str
 
 
-def read_age_gender_labels(path: Path) -> list[AgeGenderLabel]:
-    """`path,age,gender[,group]` with a header; paths relative to the CSV's folder. Age or gender may be
-    empty (that figure is then not scored for the row). Any bad row is one error naming its line."""
+def labelled_images(path: Path, required: tuple[str, ...], header: str
+                    ) -> Iterator[tuple[int, dict[str, str], Path]]:
+    """(line, row with lower-case keys, image path) of a labels CSV whose header names `required` columns
+    (`path` among them; `header` says so in the error); image paths are relative to the CSV's folder. A
+    bad file or row is one error naming its line; a file with no rows is refused."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -180,12 +182,11 @@ def read_age_gender_labels(path: Path) -> list[AgeGenderLabel]:
         raise ConfigError(f"{path}: cannot read the labels file ({exc})") from None
     reader = csv.DictReader(text.splitlines())
     fields = [f.strip().lower() for f in reader.fieldnames or []]
-    missing = [c for c in ("path", "age", "gender") if c not in fields]
+    missing = [c for c in required if c not in fields]
     if missing:
-        raise ConfigError(f"{path}, line 1: the header must name path, age, gender (and optionally group); "
-                          f"missing {', '.join(missing)}")
+        raise ConfigError(f"{path}, line 1: the header must name {header}; missing {', '.join(missing)}")
     reader.fieldnames = fields
-    labels = []
+    rows = 0
     for line, row in enumerate(reader, start=2):
         if None in row:
             raise ConfigError(f"{path}, line {line}: more fields than the header has")
@@ -195,6 +196,18 @@ def read_age_gender_labels(path: Path) -> list[AgeGenderLabel]:
         image_path = Path(image) if Path(image).is_absolute() else path.parent / image
         if not image_path.is_file():
             raise ConfigError(f"{path}, line {line}: image {image_path} not found")
+        rows += 1
+        yield line, row, image_path
+    if not rows:
+        raise ConfigError(f"{path}: no rows after the header")
+
+
+def read_age_gender_labels(path: Path) -> list[AgeGenderLabel]:
+    """`path,age,gender[,group]` with a header; paths relative to the CSV's folder. Age or gender may be
+    empty (that figure is then not scored for the row). Any bad row is one error naming its line."""
+    labels = []
+    for line, row, image_path in labelled_images(path, ("path", "age", "gender"),
+                                                 "path, age, gender (and optionally group)"):
         age_text = (row.get("age") or "").strip()
         try:
             age = float(age_text) if age_text else None
@@ -207,8 +220,6 @@ def read_age_gender_labels(path: Path) -> list[AgeGenderLabel]:
         if gender_text and gender is None:
             raise ConfigError(f"{path}, line {line}: gender {row.get('gender')!r} is not male/female (m/f)")
         labels.append(AgeGenderLabel(line, image_path, age, gender, (row.get("group") or "").strip() or "all"))
-    if not labels:
-        raise ConfigError(f"{path}: no rows after the header")
     return labels
 
 

@@ -13,7 +13,6 @@ that was not accepted (listed apart as "no decision").
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from facelens.errors import ConfigError
+from facelens.evaluate.attributes import labelled_images
 from facelens.pipeline import FaceAnalyzer, main_face
 
 BONA_FIDE = {"live", "bona fide", "bonafide", "bona_fide", "real", "genuine", "0"}
@@ -41,28 +41,9 @@ class LivenessLabel:
 def read_liveness_labels(path: Path) -> list[LivenessLabel]:
     """`path,label[,attack_type,subject]` with a header; label live/bona fide/real or attack/spoof, or an
     attack-type name itself (e.g. `spoof_replay`). Any bad row is one error naming its line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the labels file ({exc})") from None
-    reader = csv.DictReader(text.splitlines())
-    fields = [f.strip().lower() for f in reader.fieldnames or []]
-    missing = [c for c in ("path", "label") if c not in fields]
-    if missing:
-        raise ConfigError(f"{path}, line 1: the header must name path and label (optionally attack_type, "
-                          f"subject); missing {', '.join(missing)}")
-    reader.fieldnames = fields
     labels = []
-    for line, row in enumerate(reader, start=2):
-        if None in row:
-            raise ConfigError(f"{path}, line {line}: more fields than the header has")
-        image = (row.get("path") or "").strip()
-        if not image:
-            raise ConfigError(f"{path}, line {line}: empty path")
-        image_path = Path(image) if Path(image).is_absolute() else path.parent / image
-        if not image_path.is_file():
-            raise ConfigError(f"{path}, line {line}: image {image_path} not found")
+    for line, row, image_path in labelled_images(path, ("path", "label"),
+                                                 "path and label (optionally attack_type, subject)"):
         label = (row.get("label") or "").strip().lower()
         if not label:
             raise ConfigError(f"{path}, line {line}: empty label (live or attack, or an attack type)")
@@ -70,8 +51,6 @@ def read_liveness_labels(path: Path) -> list[LivenessLabel]:
         kind = (row.get("attack_type") or row.get("what") or "").strip() or ("" if live or label in ATTACK else label)
         labels.append(LivenessLabel(line, image_path, live, "" if live else (kind or "attack"),
                                     (row.get("subject") or "").strip() or "all"))
-    if not labels:
-        raise ConfigError(f"{path}: no rows after the header")
     if not any(lab.live for lab in labels) or all(lab.live for lab in labels):
         kinds = "live" if all(lab.live for lab in labels) else "attack"
         raise ConfigError(f"{path}: every row is {kinds}; APCER and BPCER need both live and attack rows")
