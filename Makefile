@@ -13,7 +13,7 @@ TEST_MODELS := scrfd-500m arcface-mbf dlib-resnet dlib-shape5 dlib-cnn dlib-shap
 $(BIN)/facelens: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,dlib,eval,milvus,serve]'
+	$(BIN)/pip install -q -e '.[dev,dlib,eval,milvus,serve,video]'
 	@touch $@
 
 install: $(BIN)/facelens

@@ -207,6 +207,7 @@ def train(args: argparse.Namespace) -> None:
     steps_per_epoch = len(train_x) // args.batch
     total = steps_per_epoch * args.epochs
     warmup = min(300, total // 10)
+    cycle_start, cycle_peak = 0, 1.0  # the cosine cycle's first step and its peak, relative to --lr
     base = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(args.seed)
     xs = torch.from_numpy(train_x).float()[:, None]
@@ -222,6 +223,14 @@ def train(args: argparse.Namespace) -> None:
         gen.set_state(state["gen"])
         start_epoch, step, log = state["epoch"], state["step"], state["log"]
         print(f"resumed after epoch {start_epoch}", flush=True)
+        if args.restart:
+            # a warm restart (SGDR): a new, shorter cosine cycle from the finished model; the checkpoint that
+            # ends each cycle is kept as a snapshot, so the cycles' models can be averaged (snapshot ensemble)
+            torch.save(state, out / f"snapshot-e{start_epoch}.pt")
+            cycle_start, cycle_peak = step, args.restart
+            total = steps_per_epoch * (args.epochs - start_epoch)
+            warmup = min(100, total // 10)
+            log.append({"restart_after_epoch": start_epoch, "peak_lr_scale": args.restart})
     for epoch in range(start_epoch, args.epochs):
         model.train()
         order = torch.randperm(len(xs), generator=gen)
@@ -229,7 +238,8 @@ def train(args: argparse.Namespace) -> None:
         for b in range(steps_per_epoch):
             idx = order[b * args.batch : (b + 1) * args.batch]
             x = augment(xs[idx], gen)
-            lr_scale = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * step / total))
+            t = step - cycle_start
+            lr_scale = cycle_peak * ((t + 1) / warmup if t < warmup else 0.5 * (1 + math.cos(math.pi * t / total)))
             for g, lr in zip(opt.param_groups, base, strict=True):
                 g["lr"] = lr * lr_scale
             loss = F.cross_entropy(model(x), ys[idx], weight=weights, label_smoothing=0.1)
@@ -252,12 +262,13 @@ def train(args: argparse.Namespace) -> None:
                     "epoch": epoch + 1, "step": step, "log": log, "args": {k: str(v) if isinstance(v, Path) else v
                                                                   for k, v in vars(args).items()}},
                    resume)
+    torch.save(torch.load(resume, weights_only=False), out / f"snapshot-e{args.epochs}.pt")
     write_log(out, log, vars(args), torch.__version__)
 
 
 def write_log(out: Path, log: list[dict], args: dict, torch_version: str) -> None:
     (out / "log.json").write_text(json.dumps({
-        "log": log, "wall_s": sum(e["epoch_s"] for e in log), "machine": f"{platform.machine()}, "
+        "log": log, "wall_s": sum(e.get("epoch_s", 0) for e in log), "machine": f"{platform.machine()}, "
         f"{os.cpu_count()} CPUs", "torch": torch_version, "args": args}, indent=1, default=str))
 
 
@@ -303,6 +314,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    ap.add_argument("--restart", type=float, metavar="PEAK",
+                    help="with --resume: start a new cosine cycle up to --epochs, its peak PEAK x --lr")
     ap.add_argument("--export", type=Path, help="a checkpoint to export to ONNX instead of training")
     ap.add_argument("--onnx", type=Path, default=REPO / "src" / "facelens" / "models" / "weights" /
                     "expression-facelens.onnx")
