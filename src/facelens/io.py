@@ -21,6 +21,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from facelens.errors import ImageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".jfif"}
+# read by `facelens.video` (PyAV); a GIF stays an image
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+                            ".wmv", ".flv", ".3gp", ".ogv"})
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: larger than any camera photo, far below what exhausts memory
 MIN_SIDE = 16  # below this no detector can find a face
 ORIENTATION_TAG = 0x0112
@@ -189,8 +192,8 @@ def _from_array(arr: np.ndarray, label: str) -> np.ndarray:
 
 
 def expand_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = True,
-                 confine_to: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Files as given, folders replaced by the images inside them (sorted).
+                 confine_to: str | os.PathLike[str] | None = None, videos: bool = False) -> list[Path]:
+    """Files as given, folders replaced by the images (and with `videos`, the videos) inside them (sorted).
 
     Missing paths stay in the list so the batch reports them; a folder with no image in it raises,
     since that is nearly always a typo. With `confine_to`, images found inside folders whose real
@@ -200,7 +203,8 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = True
     fence = Path(confine_to).resolve() if confine_to is not None else None
 
     def allowed(p: Path) -> bool:
-        return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and (
+        suffix = p.suffix.lower()
+        return p.is_file() and (suffix in IMAGE_SUFFIXES or (videos and suffix in VIDEO_SUFFIXES)) and (
             fence is None or p.resolve().is_relative_to(fence))
 
     out: list[Path] = []
@@ -210,7 +214,7 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = True
             pattern = "**/*" if recursive else "*"
             found = sorted(p for p in path.glob(pattern) if allowed(p))
             if not found:
-                raise ImageError(f"{path}: folder holds no image files")
+                raise ImageError(f"{path}: folder holds no image{' or video' if videos else ''} files")
             out.extend(found)
         else:
             out.append(path)

@@ -38,7 +38,7 @@ def _collection(out_dir: Path, far: float = 1e-4, must_exist: bool = True) -> An
 
 
 def cluster(
-    root: Annotated[Path, typer.Argument(help="folder of photos (searched recursively)")],
+    root: Annotated[Path, typer.Argument(help="folder of photos and videos (searched recursively)")],
     out_dir: Annotated[Path, typer.Option("--out", help="collection folder (database, JSON, contact sheet)")] = Path(
         "facelens-clusters"),
     far: Annotated[float, typer.Option("--far", help="sensitivity: false-match rate 1e-2, 1e-3 or 1e-4 "
@@ -48,7 +48,8 @@ def cluster(
     det_size: DetSizeOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
-    """Group the faces of a photo folder into people; reruns add new photos and keep corrections."""
+    """Group the faces of a folder of photos and videos into people (a video gives one face per track);
+    reruns add new files and keep corrections."""
     from facelens.io import expand_paths as _expand
 
     collection = _collection(out_dir, far, must_exist=False)
@@ -61,12 +62,15 @@ def cluster(
         collection.min_quality = min_quality
     if not root.is_dir():
         raise fail(f"{root}: not a folder")
-    total = len(_expand([str(root)]))
+    total = len(_expand([str(root)], videos=True))
     with progress_bar(total, "scanning") as advance:
         report = collection.scan(root, on_result=lambda entry: advance(None))  # type: ignore[arg-type]
     errors = [r for r in report if r["status"] == "error"]
     for r in errors:
         err.print(f"[red]error:[/red] {escape(r['error'])}", markup=True, highlight=False)
+    for r in report:
+        if r.get("warning"):  # a video that broke part way: its tracks before the break were added
+            err.print(f"[yellow]warning:[/yellow] {escape(r['warning'])}", markup=True, highlight=False)
     result = collection.cluster(incremental=not rebuild)
     json_path, html_path = collection.write_outputs()
     summary = {**collection.summary(), "run": result, "errors": len(errors), "clusters_json": str(json_path),
@@ -79,7 +83,7 @@ def cluster(
                   f"[{result['mode']}, threshold {result.get('threshold', 0):.3f} at FAR {far:g}]")
         out.print(f"contact sheet: {escape(str(html_path))}")
     if total == 0:
-        raise fail(f"{root}: no images found")
+        raise fail(f"{root}: no images or videos found")
     raise typer.Exit(EXIT_ERROR if errors else EXIT_OK)
 
 

@@ -71,7 +71,7 @@ def serve(
     collection: Annotated[Path | None, typer.Option(
         "--collection", help="clustered collection the page shows (default $FACELENS_HOME/collection)")] = None,
     photos_root: Annotated[Path | None, typer.Option(
-        "--photos-root", help="server folders /v1/cluster jobs may read (off unless given)")] = None,
+        "--photos-root", help="server folders /v1/cluster and /v1/video jobs may read (off unless given)")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="model threads")] = 2,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.1)] = 20.0,
     det_size: DetSizeOpt = "auto",

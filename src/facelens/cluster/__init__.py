@@ -24,7 +24,7 @@ import numpy as np
 from facelens.analysis.quality import QUALITY_FLOOR, FaceQuality
 from facelens.cluster.graph import chinese_whispers, cluster_labels, knn_graph, relabel
 from facelens.errors import FacelensError, NotFoundError
-from facelens.io import decode_image, expand_paths, sha256_file
+from facelens.io import VIDEO_SUFFIXES, decode_image, expand_paths, sha256_file
 from facelens.models.registry import threshold_for
 from facelens.pipeline import FaceAnalyzer
 from facelens.sqlite import SQLiteDatabase, private_file
@@ -125,13 +125,14 @@ class Collection:
     def scan(self, root: str | os.PathLike[str],
              on_result: Callable[[dict[str, Any]], None] | None = None,
              confine_to: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-        """Detect and embed every face of every image under `root` not already in the collection.
-        One bad file is reported (status "error") and the rest go on. With `confine_to`, images whose
+        """Detect and embed every face of every image under `root` not already in the collection; a video
+        adds one face per track (its best frames' embedding, see `facelens.video`). One bad file is reported
+        (status "error") and the rest go on. With `confine_to`, images whose
         real path (links followed) is outside that folder are left out (a server's photos root)."""
         root = Path(root)
         if not root.exists():
             raise ClusterError(f"{root}: no such folder")
-        paths = expand_paths([str(root)], confine_to=confine_to)
+        paths = expand_paths([str(root)], confine_to=confine_to, videos=True)
         analyzer = self._analyzer()
         conn = self.connect()
         bound = self.db.meta("recognizer")
@@ -144,6 +145,8 @@ class Collection:
                 digest = sha256_file(path)
                 if conn.execute("SELECT 1 FROM images WHERE sha256=?", (digest,)).fetchone():
                     entry["status"] = "known"
+                elif path.suffix.lower() in VIDEO_SUFFIXES:
+                    entry.update(self._add_video(path, digest, analyzer))
                 else:
                     entry.update(self._add_image(path, digest, analyzer))
             except (FacelensError, OSError) as exc:
@@ -186,6 +189,32 @@ class Collection:
             conn.executemany("INSERT INTO faces (image_id, bbox, det_score, embedding, thumbnail, set_aside) "
                              "VALUES (?, ?, ?, ?, ?, ?)", [(image_id, *r) for r in rows])
         return {"status": "added", "faces": len(rows), "set_aside": sum(r[4] is not None for r in rows)}
+
+    def _add_video(self, path: Path, digest: str, analyzer: FaceAnalyzer) -> dict[str, Any]:
+        """One face row per track of the video: the track's quality-weighted embedding of its best frames,
+        its best frame's box and face. A video that breaks part way keeps the tracks before the break."""
+        from facelens.video import VideoAnalyzer
+
+        result = VideoAnalyzer(recognizer=analyzer.recognizer, detector=analyzer.detector).process(path)
+        rows = []
+        for track in result.tracks:
+            best = track.best[0]
+            reason = None
+            if track.best_quality < self.min_quality:
+                reason = f"quality {track.best_quality:.2f} below {self.min_quality:.2f}"
+            rows.append((json.dumps(best.bbox), 1.0, np.asarray(track.embedding, np.float32).tobytes(),
+                         track.thumbnail, reason))
+        with self.db.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('recognizer', ?)", (analyzer.recognizer,))
+            image_id = conn.execute("INSERT INTO images (path, sha256, faces, error, added) VALUES (?, ?, ?, ?, ?)",
+                                    (str(path), digest, len(rows), result.error, time.time())).lastrowid
+            conn.executemany("INSERT INTO faces (image_id, bbox, det_score, embedding, thumbnail, set_aside) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", [(image_id, *r) for r in rows])
+        entry: dict[str, Any] = {"status": "added", "faces": len(rows), "tracks": len(rows),
+                                 "set_aside": sum(r[4] is not None for r in rows)}
+        if result.error:
+            entry["warning"] = result.error
+        return entry
 
     # -- clustering ------------------------------------------------------------------------------
     def threshold(self) -> float:

@@ -1,4 +1,5 @@
-"""Background clustering jobs: started by POST /v1/cluster, polled by GET /v1/cluster/jobs/{id}."""
+"""Background jobs: clustering (POST /v1/cluster, polled by GET /v1/cluster/jobs/{id}) and video (POST
+/v1/video, polled by GET /v1/video/jobs/{id})."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class JobRunner:
                 collection = self.service.collection
                 collection.far = far
                 fence = self.service.config.photos_root
-                job.total = len(expand_paths([str(root)], confine_to=fence))
+                job.total = len(expand_paths([str(root)], confine_to=fence, videos=True))
 
                 def advance(_entry: dict[str, Any]) -> None:
                     job.done += 1
@@ -88,6 +89,49 @@ class JobRunner:
             job.status, job.error = "failed", f"internal error ({type(exc).__name__}: {exc})"
             log.exception("cluster job %s failed", job.id)
         finally:
+            job.finished = time.time()
+            self._forget_old()
+
+    def start_video(self, source: Path, fps: float, gallery: Any, cleanup: bool, label: str | None) -> Job:
+        """A video job; `cleanup`: the source is an uploaded temporary file, deleted when the job ends."""
+        job = Job(id=uuid.uuid4().hex, kind="video")
+        self.jobs[job.id] = job
+        self._pool.submit(self._video, job, source, fps, gallery, cleanup, label)
+        return job
+
+    def _video(self, job: Job, source: Path, fps: float, gallery: Any, cleanup: bool, label: str | None) -> None:
+        job.status = "running"
+        try:
+            from facelens.video import VideoAnalyzer, VideoReader
+
+            with VideoReader(source) as probe:
+                job.total = round(probe.info.duration or 0.0, 2) if probe.info else 0
+
+            def advance(seconds: float) -> None:
+                job.done = round(seconds, 2)
+
+            analyzer = VideoAnalyzer(fps=fps, threads=1)
+            result = analyzer.process(source, gallery=gallery, on_progress=advance)
+            job.result = result.to_dict()
+            # an upload's temporary path means nothing to the client (and is the server's business)
+            job.result["source"] = label or "upload"
+            if job.result.get("video"):
+                job.result["video"]["source"] = label or "upload"
+            if job.result.get("error"):
+                job.result["error"] = job.result["error"].replace(str(source), label or "upload")
+            if gallery is not None and job.result.get("gallery"):
+                job.result["gallery"].pop("path", None)
+            job.status = "done"
+        except (FacelensError, OSError) as exc:
+            message = str(exc).replace(str(source), label or "upload")  # never a server temp path
+            job.status, job.error = "failed", message
+            log.warning("video job %s failed: %s", job.id, message)
+        except Exception as exc:  # a job must end, never stay "running" with its error lost
+            job.status, job.error = "failed", f"internal error ({type(exc).__name__})"
+            log.exception("video job %s failed", job.id)
+        finally:
+            if cleanup:
+                source.unlink(missing_ok=True)
             job.finished = time.time()
             self._forget_old()
 

@@ -140,10 +140,12 @@ class VideoAnalyzer:
     def process(self, source: str | int | os.PathLike[str], gallery: Any = None,
                 output: str | os.PathLike[str] | None = None, max_seconds: float | None = None,
                 on_progress: Callable[[float], None] | None = None,
-                on_track: Callable[[TrackState], None] | None = None) -> VideoResult:
+                on_track: Callable[[TrackState], None] | None = None,
+                on_frame: Callable[[Frame, list[tuple[int | None, Face]]], None] | None = None) -> VideoResult:
         """Run the whole video (or `max_seconds` of a live source). `gallery`: identify each track against it.
         `output`: also write an annotated video there. `on_progress(seconds)` after each analysed frame;
-        `on_track(track)` when a track gets or changes its identity (a live source's events)."""
+        `on_track(track)` when a track gets or changes its identity (a live source's events); `on_frame(frame,
+        [(track id, face)...])` after each analysed frame, for every face found (a face on no track yet: None)."""
         analyzer = self.check(gallery)
         decision = None
         started = time.perf_counter()
@@ -201,6 +203,9 @@ class VideoAnalyzer:
                     finished.append(tracks.pop(tid))
                 if writer is not None:
                     writer.add(frame, {tid: (tracks[tid], face) for tid, face in seen})
+                if on_frame is not None:
+                    ids = {id(face): tid for tid, face in seen}
+                    on_frame(frame, [(ids.get(id(face)), face) for face in faces])
                 result.seconds = frame.time
                 if on_progress is not None:
                     on_progress(frame.time)
@@ -276,6 +281,7 @@ class VideoAnalyzer:
 
 
 def process_video(source: str | int | os.PathLike[str], gallery: Any = None,
-                  output: str | os.PathLike[str] | None = None, **options: Any) -> VideoResult:
-    """`VideoAnalyzer(**options).process(source, gallery, output)`: the one-call form."""
-    return VideoAnalyzer(**options).process(source, gallery=gallery, output=output)
+                  output: str | os.PathLike[str] | None = None, max_seconds: float | None = None,
+                  **options: Any) -> VideoResult:
+    """`VideoAnalyzer(**options).process(source, gallery, output, max_seconds)`: the one-call form."""
+    return VideoAnalyzer(**options).process(source, gallery=gallery, output=output, max_seconds=max_seconds)

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from facelens.errors import FacelensError
+from facelens.io import VIDEO_SUFFIXES
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
-                              ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".gif"})
+VIDEO_EXTENSIONS = VIDEO_SUFFIXES
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 WEBCAM = re.compile(r"^(?:webcam:|/dev/video)(\d+)$")
 MAX_SIDE = 8192  # a frame larger than this is refused: 8K is the largest video anyone has
@@ -124,7 +124,7 @@ class VideoReader:
         except av.FFmpegError as exc:
             raise VideoError(f"{label}: cannot open as a video ({_reason(exc)})") from None
         except OSError as exc:
-            raise VideoError(f"{label}: {exc.strerror or exc}") from None
+            raise VideoError(f"{label}: cannot open ({exc.strerror or exc})") from None
         if not container.streams.video:
             container.close()
             raise VideoError(f"{label}: has no video stream")

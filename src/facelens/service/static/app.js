@@ -315,6 +315,74 @@ $("#merge-selected").addEventListener("click", () => {
   clusterEdit("/v1/clusters/merge", { a: picked[0], b: picked[1] });
 });
 
+// -- video: a background job on the server, its timeline drawn as one lane per track ------------
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function drawTimeline(result) {
+  const duration = Math.max(result.processed.seconds || 0, ...result.tracks.map((t) => t.end), 0.001);
+  const rows = [];
+  for (const track of result.tracks) {
+    const row = document.createElement("div");
+    row.className = "row" + (track.person === "unknown" ? " unknown" : "");
+    row.dataset.track = track.track;
+    const img = document.createElement("img");
+    img.alt = `track ${track.track}`;
+    if (track.thumbnail) img.src = track.thumbnail;  // a data: URL the server made (JPEG), never a remote one
+    const label = document.createElement("span");
+    const similarity = track.similarity === null ? "" : ` (${track.similarity.toFixed(2)})`;
+    label.textContent = `#${track.track} ${track.person}${similarity}: ${track.start.toFixed(1)}–${track.end.toFixed(1)} s`;
+    const lane = document.createElement("div");
+    lane.className = "lane";
+    const span = document.createElement("div");
+    span.className = "span";
+    span.style.left = `${(100 * track.start) / duration}%`;
+    span.style.width = `${(100 * (track.end - track.start)) / duration}%`;
+    lane.append(span);
+    for (const cut of result.cuts) {
+      const mark = document.createElement("div");
+      mark.className = "cut";
+      mark.style.left = `${(100 * cut) / duration}%`;
+      lane.append(mark);
+    }
+    row.append(img, label, lane);
+    rows.push(row);
+  }
+  $("#video-timeline").replaceChildren(...rows);
+  const people = Object.keys(result.people);
+  $("#video-summary").textContent = `${duration.toFixed(1)} s, ${result.tracks.length} track(s), ${result.cuts.length} cut(s); ` +
+    (people.length ? `people: ${people.join(", ")}` : "nobody from the gallery") +
+    (result.error ? ` — ${result.error}` : "");
+}
+
+$("#video-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = $("#video-file").files[0];
+  if (!file) { status("choose a video file first", true); return; }
+  const fps = Number($("#video-fps").value) || 10;
+  const bar = $("#video-progress");
+  $("#video-timeline").replaceChildren();
+  $("#video-summary").textContent = "";
+  try {
+    status(`uploading ${file.name}…`);
+    let job = await api(`/v1/video?fps=${fps}`, { method: "POST", body: imageForm(file, "video") });
+    bar.hidden = false;
+    while (job.status === "queued" || job.status === "running") {
+      bar.max = job.progress.total || 1;
+      bar.value = job.progress.done;
+      status(`processing ${file.name}: ${job.progress.done.toFixed(1)} of ${job.progress.total} s`);
+      await sleep(700);
+      job = await api(`/v1/video/jobs/${job.id}`);
+    }
+    bar.hidden = true;
+    if (job.status !== "done") throw new Error(job.error || job.status);
+    drawTimeline(job.result);
+    status(`${file.name}: done`);
+  } catch (err) {
+    bar.hidden = true;
+    status(`video: ${err.message}`, true);
+  }
+});
+
 if (!state.key) status("enter an API key (facelens keys create NAME --scope admin) to start");
 
 // -- liveness: a server-drawn challenge, filmed and checked by the server ------------------------

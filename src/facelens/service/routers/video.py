@@ -1,0 +1,91 @@
+"""Video over HTTP: a clip (uploaded, or a file under the server's photos root) processed as a background
+job; the job's result is the timeline `facelens video --json` writes."""
+
+import json
+import os
+import tempfile
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from facelens.service.deps import ApiError, Read, ServiceDep, image_body, read_images
+
+router = APIRouter()
+Fps = Annotated[float, Query(ge=0, le=60, description="frames analysed per second of video (0: every frame)")]
+
+
+def _video_body() -> dict[str, Any]:
+    body = image_body("video")
+    body["requestBody"]["content"]["application/json"]["schema"] = {
+        "type": "object", "properties": {
+            "video": {"type": "string", "description": "base64 of the video file"},
+            "path": {"type": "string", "description": "or: a video file under the server's photos root"}}}
+    return body
+
+
+@router.post("/v1/video", tags=["video"], status_code=202, openapi_extra=_video_body())
+async def start_video(request: Request, key: Read, service: ServiceDep, fps: Fps = 10.0,
+                      identify: Annotated[bool, Query(description="name tracks from the gallery")] = True,
+                      ) -> dict[str, Any]:
+    """Start a video job: the faces as tracks, each identified against the gallery (when there is one).
+    Poll `GET /v1/video/jobs/{id}`; its `result` is the timeline."""
+    from facelens.video.decode import VIDEO_EXTENSIONS
+
+    source: FilePath | None = None
+    if request.headers.get("content-type", "").startswith("application/json"):
+        body = await request.body()
+        try:
+            payload = json.loads(body) if len(body) < 65536 else None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            payload = None  # read_images below gives the precise error
+        if isinstance(payload, dict) and "path" in payload:
+            source = _under_photos_root(service, payload["path"])
+            if source.suffix.lower() not in VIDEO_EXTENSIONS:
+                raise ApiError(422, "invalid_request", f"{source.name!r} is not a video file (by its extension)")
+    cleanup = False
+    if source is None:
+        data = (await read_images(request, ("video",), service.upload_limit))["video"]
+        handle, name = tempfile.mkstemp(prefix="facelens-video-", suffix=".video")
+        with os.fdopen(handle, "wb") as fh:
+            fh.write(data)
+        source, cleanup = FilePath(name), True
+    gallery = None
+    if identify:
+        from facelens.gallery import DB_NAME
+
+        if (service.config.gallery / DB_NAME).exists():
+            gallery = service.gallery
+    return service.jobs.start_video(source, fps, gallery, cleanup, label=None if cleanup else str(source)).to_dict()
+
+
+def _under_photos_root(service: Any, relative: Any) -> FilePath:
+    root = service.config.photos_root
+    if root is None:
+        raise ApiError(403, "forbidden", "this server was started without --photos-root")
+    if not isinstance(relative, str) or not 0 < len(relative) <= 4096:
+        raise ApiError(422, "invalid_request", "path must be a non-empty string")
+    try:
+        target = (root / relative).resolve()
+        inside = target.is_relative_to(root.resolve()) and target.is_file()
+    except (OSError, ValueError):
+        inside = False
+    if not inside:
+        raise ApiError(404, "not_found", f"{relative[:200]!r} is not a file under the photos root")
+    return target
+
+
+@router.get("/v1/video/jobs/{job_id}", tags=["video"])
+async def video_job(job_id: str, key: Read, service: ServiceDep) -> dict[str, Any]:
+    """A video job: status, progress (seconds of video done of the total) and, when done, the timeline."""
+    job = service.jobs.get(job_id)
+    if job.kind != "video":
+        raise ApiError(404, "not_found", f"no video job {job_id!r}")
+    out = job.to_dict()
+    if not key.allows("faces") and out.get("result"):
+        # thumbnails are faces; the source path is the server's
+        result = dict(out["result"])
+        result["tracks"] = [{k: v for k, v in t.items() if k != "thumbnail"} for t in result.get("tracks", [])]
+        result.pop("source", None)
+        out["result"] = result
+    return out
