@@ -180,6 +180,51 @@ def test_bad_sources_are_one_clear_error(clips, tmp_path):
     assert code == 2 and "no video files" in err
 
 
+def test_output_never_overwrites_the_input(clips, tmp_path):
+    clip = tmp_path / "clip.mpg"
+    clip.write_bytes((clips / GRID[0]).read_bytes())
+    before = clip.read_bytes()
+    for option in ("--out", "--json"):
+        code, _, err = run(["video", str(clip), "--no-identify", option, str(clip)])
+        assert code == 2 and "overwrite" in err
+    assert clip.read_bytes() == before
+
+
+def test_phone_video_with_a_display_rotation_is_turned_upright(clips, tmp_path):
+    """Phones store portrait video as landscape frames plus a rotation in the MP4 track header."""
+    import struct
+
+    import av
+
+    frames = list(VideoReader(clips / GRID[0]).frames())[:25]
+    sideways = tmp_path / "sideways.mp4"
+    with av.open(str(sideways), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.pix_fmt = "yuv420p"
+        stream.height, stream.width = frames[0].pixels.shape[1], frames[0].pixels.shape[0]
+        for i, frame in enumerate(frames):  # stored turned a quarter counter-clockwise ...
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(frame.pixels, 1)), format="bgr24")
+            picture.pts = i
+            for packet in stream.encode(picture):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    data = bytearray(sideways.read_bytes())
+    box = data.find(b"tkhd") - 4  # ... and shown turned back: the 90-degree matrix of a version-0 tkhd box
+    data[box + 48 : box + 84] = struct.pack(">9i", 0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30)
+    phone = tmp_path / "phone.mp4"
+    phone.write_bytes(bytes(data))
+    reader = VideoReader(phone)
+    first = next(iter(reader.frames()))
+    assert first.pixels.shape[:2] == frames[0].pixels.shape[:2]  # upright: 288 high, 360 wide
+    assert np.abs(first.pixels.astype(int) - frames[0].pixels.astype(int)).mean() < 8  # the same picture
+    assert (reader.info.width, reader.info.height) == (360, 288)
+    result = process_video(phone, output=tmp_path / "out.mp4")
+    assert len(result.tracks) == 1
+    written = VideoReader(tmp_path / "out.mp4")
+    assert (written.open().width, written.info.height) == (360, 288)
+
+
 class _MjpegHandler(BaseHTTPRequestHandler):
     frames: ClassVar[list[bytes]] = []
 

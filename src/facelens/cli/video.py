@@ -65,6 +65,8 @@ def video(
         else:
             inputs.append(source)
     many = len(inputs) > 1
+    if timeline not in (None, "-") and any(Path(timeline).resolve() == Path(i).resolve() for i in inputs):
+        raise fail(f"--json {timeline}: that is one of the videos; the timeline would overwrite it")
     for option, value in (("--out", annotated), ("--contact-sheet", sheet)):
         if value is not None and many and not value.is_dir():
             raise fail(f"{option} must be an existing folder when there are several inputs")

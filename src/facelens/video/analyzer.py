@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from facelens.analysis.landmarks import semantic_points
@@ -159,6 +160,10 @@ class VideoAnalyzer:
         writer = None
         if output is not None:
             from facelens.video.render import AnnotatedVideoWriter
+
+            if not info.live and Path(output).resolve() == Path(source).resolve():  # type: ignore[arg-type]
+                reader.close()
+                raise ConfigError(f"{output}: the annotated video would overwrite the video being read")
 
             writer = AnnotatedVideoWriter(output, info)
         # the rate the tracker sees: analysed frames a second

@@ -190,14 +190,17 @@ class VideoReader:
                     t = float(frame.time) - first
                 t = max(t, self.last_time if index else 0.0)  # never backwards (B-frame reordering glitches)
                 self.last_time = t
+                if index == 0 and round((getattr(frame, "rotation", 0) or 0) / 90) % 2:
+                    # shown turned a quarter: the picture's sides are the coded frame's swapped
+                    self.info.width, self.info.height = self.info.height, self.info.width
                 if self.max_seconds is not None and t > self.max_seconds:
                     break
                 if step and t + 1e-6 < next_time:
                     if keep_all:
-                        yield Frame(index, t, frame.to_ndarray(format="bgr24"), sampled=False)
+                        yield Frame(index, t, _upright(frame), sampled=False)
                     continue
                 next_time = (next_time + step) if step and t < next_time + step else t + step
-                yield Frame(index, t, frame.to_ndarray(format="bgr24"))
+                yield Frame(index, t, _upright(frame))
         except av.FFmpegError as exc:
             self.error = f"{self.info.source}: decoding stopped at {self.last_time:.2f} s ({_reason(exc)})"
         except OSError as exc:  # a stream that went away
@@ -210,6 +213,14 @@ class VideoReader:
                               f"{duration:.2f} s (truncated?)")
             elif index < 0 and not self.info.live:
                 self.error = f"{self.info.source}: no frame could be decoded"
+
+
+def _upright(frame: Any) -> np.ndarray:
+    """The frame's pixels as a player shows them: phones store portrait video as landscape frames plus a
+    display rotation, and a face lying on its side is one the detector misses."""
+    pixels = frame.to_ndarray(format="bgr24")
+    clockwise = round(-(getattr(frame, "rotation", 0) or 0) / 90) % 4  # FFmpeg's angle is counter-clockwise
+    return np.ascontiguousarray(np.rot90(pixels, k=-clockwise)) if clockwise else pixels
 
 
 def _reason(exc: Exception) -> str:

@@ -62,7 +62,6 @@ class AnnotatedVideoWriter:
             raise ConfigError(f"{self.path}: annotated video must be .mp4, .mov or .mkv")
         if self.path.exists() and self.path.is_dir():
             raise ConfigError(f"{self.path}: is a folder")
-        self.width, self.height = info.width - info.width % 2, info.height - info.height % 2  # yuv420p: even sides
         rate = Fraction(info.fps).limit_denominator(1001) if info.fps and info.fps < 240 else Fraction(25)
         try:
             # faststart: the index goes first, so the file plays while it downloads (and the web page can show it)
@@ -71,9 +70,9 @@ class AnnotatedVideoWriter:
         except (av.FFmpegError, OSError) as exc:
             raise VideoError(f"{self.path}: cannot write ({exc})") from None
         self.stream = self.container.add_stream("libx264", rate=rate)
-        self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
+        self.stream.pix_fmt = "yuv420p"
         self.stream.options = {"crf": str(crf), "preset": "veryfast"}
-        self.time_base = 1 / float(rate)
+        self.width = self.height = 0  # from the first frame (a rotated phone video is known upright only then)
         self.frames = 0
         self._pending: list[Frame] = []
         self._last: tuple[float, dict[int, tuple[TrackState, np.ndarray]]] | None = None
@@ -104,6 +103,10 @@ class AnnotatedVideoWriter:
 
     def _encode(self, frame: Frame, boxes: dict[int, tuple[TrackState, np.ndarray]]) -> None:
         av = video_dependency()
+        if not self.width:
+            height, width = frame.pixels.shape[:2]
+            self.width, self.height = width - width % 2, height - height % 2  # yuv420p: even sides
+            self.stream.width, self.stream.height = self.width, self.height
         pixels = np.ascontiguousarray(frame.pixels[: self.height, : self.width])
         if boxes:
             pixels = draw_tracks(pixels.copy(), boxes)
