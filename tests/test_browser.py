@@ -166,3 +166,19 @@ def test_liveness_tab_records_and_gets_a_verdict(camera_page):
     page.wait_for_selector("#liveness-verdict[data-passed]", timeout=90_000)
     assert page.get_attribute("#liveness-verdict", "data-passed") == "false"
     assert "face was seen in 0 of" in page.inner_text("#liveness-verdict")
+
+
+def test_video_tab_draws_the_timeline(page, data):
+    clip = data.parent / "videos" / "grid_pwij3p.mpg"
+    if not clip.exists():
+        pytest.fail(f"{clip}: the shared test videos are missing")
+    page.click("#tab-video")
+    page.set_input_files("#video-file", str(clip))
+    page.fill("#video-fps", "5")
+    page.click("#video-submit")
+    expect(page.locator("#video-timeline .row")).to_have_count(1, timeout=120_000)
+    row = page.locator("#video-timeline .row")
+    assert "unknown" in row.inner_text()  # nobody is enrolled on this server
+    assert row.locator("img").evaluate("img => img.naturalWidth") == 128  # the track's best face, a data: JPEG
+    assert row.locator(".span").evaluate("el => el.getBoundingClientRect().width") > 0
+    assert "1 track(s)" in page.inner_text("#video-summary")
