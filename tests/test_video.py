@@ -337,7 +337,8 @@ def test_video_over_the_api(clips, tmp_path):
         assert job["result"]["tracks"][0]["person"] == "unknown"  # no gallery on this server yet
         by_path = client.post("/v1/video", headers=headers, json={"path": "clip.mpg"})
         assert by_path.status_code == 202
-        assert len(finish(by_path.json())["result"]["tracks"]) == 1
+        done = finish(by_path.json())["result"]
+        assert len(done["tracks"]) == 1 and done["source"] == "clip.mpg"  # as the client named it
         escape = client.post("/v1/video", headers=headers, json={"path": "../keys.sqlite"})
         assert escape.status_code == 404
         junk = client.post("/v1/video", headers=headers, files={"video": ("x.mp4", b"junk" * 100, "video/mp4")})
@@ -345,4 +346,8 @@ def test_video_over_the_api(clips, tmp_path):
         assert failed["status"] == "failed" and "cannot open" in failed["error"] and "facelens-video-" not in \
             failed["error"]
         assert client.get("/v1/video/jobs/nope", headers=headers).status_code == 404
+        # a flood of uploads: at most 4 wait (each holds a temporary file), the rest are told to come back
+        codes = [client.post("/v1/video", headers=headers, files={
+            "video": ("c.mpg", (clips / GRID[1]).read_bytes(), "video/mpeg")}).status_code for _ in range(7)]
+        assert codes.count(429) >= 2 and set(codes) == {202, 429}, codes
         assert client.post("/v1/video", json={"path": "clip.mpg"}).status_code == 401

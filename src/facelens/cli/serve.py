@@ -75,6 +75,8 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="model threads")] = 2,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.1)] = 20.0,
     det_size: DetSizeOpt = "auto",
+    max_video_seconds: Annotated[float, typer.Option(
+        "--max-video-seconds", min=1.0, help="a /v1/video job stops after this much video")] = 900.0,
 ) -> None:
     """The REST API (OpenAPI at /docs) and the web page at http://HOST:PORT/."""
     try:
@@ -94,4 +96,5 @@ def serve(
         err.print(f"no API keys yet: create one with `facelens keys create NAME --scope admin --keys {keys_path}`")
     err.print(f"facelens on http://{host}:{port}/ (API docs at /docs)")
     run_server(host, port, gallery or default_gallery_path(), keys_path, collection or default_collection_path(),
-               photos_root, workers=workers, max_upload_mb=max_upload_mb, det_size=det_size)
+               photos_root, workers=workers, max_upload_mb=max_upload_mb, det_size=det_size,
+               max_video_seconds=max_video_seconds)

@@ -81,8 +81,9 @@ def video(
     analyzer.check(gallery)  # a missing model, gallery or bad option is one error, not one per video
     timelines: list[dict[str, Any]] = []
     failed = 0
+    used: set[Path] = set()
     for source in inputs:
-        target = _target(annotated, source, ".annotated.mp4") if annotated else None
+        target = _unique(_target(annotated, source, ".annotated.mp4"), used) if annotated else None
         try:
             result = _run(analyzer, source, gallery, target, max_seconds, quiet=timeline == "-")
         except Exception as exc:
@@ -102,7 +103,7 @@ def video(
         if sheet is not None:
             from facelens.video.render import contact_sheet
 
-            contact_sheet(result.tracks, _target(sheet, source, ".people.png") if many or sheet.is_dir() else sheet)
+            contact_sheet(result.tracks, _unique(_target(sheet, source, ".people.png"), used))
         if timeline != "-":
             _print_timeline(result, target)
     if timeline is not None:
@@ -120,6 +121,16 @@ def _target(option: Path, source: str, suffix: str) -> Path:
         stem = Path(source).stem if not source.startswith(("rtsp:", "http", "webcam:", "/dev/")) else "stream"
         return option / f"{stem}{suffix}"
     return option
+
+
+def _unique(path: Path, used: set[Path]) -> Path:
+    """Two inputs named alike (a/clip.mp4, b/clip.mp4) must not write over each other's outputs."""
+    candidate, n = path, 1
+    while candidate in used:
+        n += 1
+        candidate = path.with_name(f"{path.name.split('.')[0]}-{n}{''.join(path.suffixes)}")
+    used.add(candidate)
+    return candidate
 
 
 def _run(analyzer: Any, source: str, gallery: Any, target: Path | None, max_seconds: float | None,

@@ -55,6 +55,8 @@ class ServiceConfig:
     # one setting for the whole server, not a per-request parameter: a client choosing a huge detector
     # input could make every request cost seconds and gigabytes
     det_size: int | str = "auto"
+    # a video job stops after this much video (a small file can hold hours of still frames)
+    max_video_seconds: float = 900.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 

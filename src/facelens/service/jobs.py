@@ -92,6 +92,9 @@ class JobRunner:
             job.finished = time.time()
             self._forget_old()
 
+    def pending(self, kind: str) -> int:
+        return sum(1 for j in list(self.jobs.values()) if j.kind == kind and j.finished is None)
+
     def start_video(self, source: Path, fps: float, gallery: Any, cleanup: bool, label: str | None) -> Job:
         """A video job; `cleanup`: the source is an uploaded temporary file, deleted when the job ends."""
         job = Job(id=uuid.uuid4().hex, kind="video")
@@ -111,10 +114,14 @@ class JobRunner:
                 job.done = round(seconds, 2)
 
             analyzer = VideoAnalyzer(fps=fps, threads=1)
-            result = analyzer.process(source, gallery=gallery, on_progress=advance)
+            limit = self.service.config.max_video_seconds
+            job.total = min(job.total, limit) if job.total else job.total
+            result = analyzer.process(source, gallery=gallery, on_progress=advance, max_seconds=limit)
             job.result = result.to_dict()
             # an upload's temporary path means nothing to the client (and is the server's business)
             job.result["source"] = label or "upload"
+            if result.seconds >= limit - 0.5:
+                job.result["limited_to_seconds"] = limit  # the server's --max-video-seconds
             if job.result.get("video"):
                 job.result["video"]["source"] = label or "upload"
             if job.result.get("error"):

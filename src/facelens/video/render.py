@@ -107,7 +107,15 @@ class AnnotatedVideoWriter:
             height, width = frame.pixels.shape[:2]
             self.width, self.height = width - width % 2, height - height % 2  # yuv420p: even sides
             self.stream.width, self.stream.height = self.width, self.height
-        pixels = np.ascontiguousarray(frame.pixels[: self.height, : self.width])
+        pixels = frame.pixels
+        if pixels.shape[:2] != (self.height, self.width):
+            if abs(pixels.shape[0] - self.height) <= 1 and abs(pixels.shape[1] - self.width) <= 1:
+                pixels = pixels[: self.height, : self.width]  # the odd row or column yuv420p cannot hold
+            else:  # a stream that changed resolution part way: the output keeps its first size
+                pixels = cv2.resize(pixels, (self.width, self.height), interpolation=cv2.INTER_AREA)
+                scale = np.array([self.width / frame.pixels.shape[1], self.height / frame.pixels.shape[0]] * 2)
+                boxes = {tid: (track, box * scale) for tid, (track, box) in boxes.items()}
+        pixels = np.ascontiguousarray(pixels)
         if boxes:
             pixels = draw_tracks(pixels.copy(), boxes)
         out = av.VideoFrame.from_ndarray(pixels, format="bgr24")

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from facelens.service.deps import ApiError, Read, ServiceDep, image_body, read_images
 
 router = APIRouter()
+MAX_PENDING_VIDEO_JOBS = 4  # each waiting upload holds a temporary file: a queue must not fill the disk
 Fps = Annotated[float, Query(ge=0, le=60, description="frames analysed per second of video (0: every frame)")]
 
 
@@ -33,6 +34,7 @@ async def start_video(request: Request, key: Read, service: ServiceDep, fps: Fps
     from facelens.video.decode import VIDEO_EXTENSIONS
 
     source: FilePath | None = None
+    label = None
     if request.headers.get("content-type", "").startswith("application/json"):
         body = await request.body()
         try:
@@ -40,7 +42,7 @@ async def start_video(request: Request, key: Read, service: ServiceDep, fps: Fps
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             payload = None  # read_images below gives the precise error
         if isinstance(payload, dict) and "path" in payload:
-            source = _under_photos_root(service, payload["path"])
+            source, label = _under_photos_root(service, payload["path"]), payload["path"]
             if source.suffix.lower() not in VIDEO_EXTENSIONS:
                 raise ApiError(422, "invalid_request", f"{source.name!r} is not a video file (by its extension)")
     cleanup = False
@@ -50,13 +52,19 @@ async def start_video(request: Request, key: Read, service: ServiceDep, fps: Fps
         with os.fdopen(handle, "wb") as fh:
             fh.write(data)
         source, cleanup = FilePath(name), True
+    # checked with no await between it and the job's start: concurrent requests cannot all slip through
+    if service.jobs.pending("video") >= MAX_PENDING_VIDEO_JOBS:
+        if cleanup:
+            source.unlink(missing_ok=True)
+        raise ApiError(429, "too_many_jobs", f"{MAX_PENDING_VIDEO_JOBS} video jobs are already waiting or running; "
+                                             "try again when one has finished")
     gallery = None
     if identify:
         from facelens.gallery import DB_NAME
 
         if (service.config.gallery / DB_NAME).exists():
             gallery = service.gallery
-    return service.jobs.start_video(source, fps, gallery, cleanup, label=None if cleanup else str(source)).to_dict()
+    return service.jobs.start_video(source, fps, gallery, cleanup, label=label).to_dict()
 
 
 def _under_photos_root(service: Any, relative: Any) -> FilePath:
