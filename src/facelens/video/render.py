@@ -47,22 +47,19 @@ def draw_tracks(pixels: np.ndarray, boxes: dict[int, tuple[TrackState, np.ndarra
     return pixels
 
 
-class AnnotatedVideoWriter:
-    """Encodes every decoded frame with the tracks drawn on it (H.264 in MP4/MOV/MKV, via PyAV).
+class VideoEncoder:
+    """H.264 in MP4/MOV/MKV through PyAV; the frame size comes from the first frame (a phone video is known
+    upright only then) and later frames of another size are fitted to it (streams can change resolution)."""
 
-    Boxes exist on analysed frames only; the frames between two of them are held back (at most
-    source fps / analysis fps of them) and drawn with boxes interpolated between the two, so boxes
-    move smoothly and never lag the face."""
-
-    def __init__(self, path: str | os.PathLike[str], info: VideoInfo, crf: int = 23) -> None:
+    def __init__(self, path: str | os.PathLike[str], fps: float, crf: int = 23) -> None:
         av = video_dependency()
         self.path = Path(path)
         fmt = CONTAINERS.get(self.path.suffix.lower())
         if fmt is None:
-            raise ConfigError(f"{self.path}: annotated video must be .mp4, .mov or .mkv")
+            raise ConfigError(f"{self.path}: the video written must be .mp4, .mov or .mkv")
         if self.path.exists() and self.path.is_dir():
             raise ConfigError(f"{self.path}: is a folder")
-        rate = Fraction(info.fps).limit_denominator(1001) if info.fps and info.fps < 240 else Fraction(25)
+        rate = Fraction(fps).limit_denominator(1001) if fps and 0 < fps < 240 else Fraction(25)
         try:
             # faststart: the index goes first, so the file plays while it downloads (and the web page can show it)
             options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
@@ -72,8 +69,53 @@ class AnnotatedVideoWriter:
         self.stream = self.container.add_stream("libx264", rate=rate)
         self.stream.pix_fmt = "yuv420p"
         self.stream.options = {"crf": str(crf), "preset": "veryfast"}
-        self.width = self.height = 0  # from the first frame (a rotated phone video is known upright only then)
+        self.width = self.height = 0
         self.frames = 0
+
+    def fit(self, pixels: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """The pixels at the output's size, and the x and y scale applied (for boxes drawn after)."""
+        if not self.width:
+            height, width = pixels.shape[:2]
+            self.width, self.height = width - width % 2, height - height % 2  # yuv420p: even sides
+            self.stream.width, self.stream.height = self.width, self.height
+        if pixels.shape[:2] == (self.height, self.width):
+            return pixels, 1.0, 1.0
+        if abs(pixels.shape[0] - self.height) <= 1 and abs(pixels.shape[1] - self.width) <= 1:
+            return pixels[: self.height, : self.width], 1.0, 1.0  # the odd row or column yuv420p cannot hold
+        scaled = cv2.resize(pixels, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        return scaled, self.width / pixels.shape[1], self.height / pixels.shape[0]
+
+    def write(self, pixels: np.ndarray) -> None:
+        av = video_dependency()
+        pixels, _, _ = self.fit(pixels)
+        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="bgr24")
+        out.pts = self.frames
+        out.time_base = self.stream.codec_context.time_base or Fraction(1) / self.stream.average_rate
+        self.frames += 1
+        for packet in self.stream.encode(out):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        if self.container is None:
+            return
+        try:
+            if self.frames:
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+        finally:
+            self.container.close()
+            self.container = None
+
+
+class AnnotatedVideoWriter:
+    """Encodes every decoded frame with the tracks drawn on it.
+
+    Boxes exist on analysed frames only; the frames between two of them are held back (at most
+    source fps / analysis fps of them) and drawn with boxes interpolated between the two, so boxes
+    move smoothly and never lag the face."""
+
+    def __init__(self, path: str | os.PathLike[str], info: VideoInfo, crf: int = 23) -> None:
+        self.encoder = VideoEncoder(path, info.fps, crf)
         self._pending: list[Frame] = []
         self._last: tuple[float, dict[int, tuple[TrackState, np.ndarray]]] | None = None
 
@@ -102,32 +144,13 @@ class AnnotatedVideoWriter:
         return out
 
     def _encode(self, frame: Frame, boxes: dict[int, tuple[TrackState, np.ndarray]]) -> None:
-        av = video_dependency()
-        if not self.width:
-            height, width = frame.pixels.shape[:2]
-            self.width, self.height = width - width % 2, height - height % 2  # yuv420p: even sides
-            self.stream.width, self.stream.height = self.width, self.height
-        pixels = frame.pixels
-        if pixels.shape[:2] != (self.height, self.width):
-            if abs(pixels.shape[0] - self.height) <= 1 and abs(pixels.shape[1] - self.width) <= 1:
-                pixels = pixels[: self.height, : self.width]  # the odd row or column yuv420p cannot hold
-            else:  # a stream that changed resolution part way: the output keeps its first size
-                pixels = cv2.resize(pixels, (self.width, self.height), interpolation=cv2.INTER_AREA)
-                scale = np.array([self.width / frame.pixels.shape[1], self.height / frame.pixels.shape[0]] * 2)
-                boxes = {tid: (track, box * scale) for tid, (track, box) in boxes.items()}
-        pixels = np.ascontiguousarray(pixels)
+        pixels, sx, sy = self.encoder.fit(frame.pixels)
         if boxes:
-            pixels = draw_tracks(pixels.copy(), boxes)
-        out = av.VideoFrame.from_ndarray(pixels, format="bgr24")
-        out.pts = self.frames
-        out.time_base = self.stream.codec_context.time_base or Fraction(1) / self.stream.average_rate
-        self.frames += 1
-        for packet in self.stream.encode(out):
-            self.container.mux(packet)
+            scale = np.array([sx, sy, sx, sy], np.float32)
+            pixels = draw_tracks(pixels.copy(), {t: (track, box * scale) for t, (track, box) in boxes.items()})
+        self.encoder.write(pixels)
 
     def close(self) -> None:
-        if self.container is None:
-            return
         try:
             if self._pending and self._last is not None:
                 last_time, last = self._last
@@ -137,11 +160,8 @@ class AnnotatedVideoWriter:
                 for held in self._pending:
                     self._encode(held, {})
             self._pending.clear()
-            for packet in self.stream.encode():
-                self.container.mux(packet)
         finally:
-            self.container.close()
-            self.container = None
+            self.encoder.close()
 
 
 def contact_sheet(tracks: list[TrackState], path: str | os.PathLike[str], columns: int = 6) -> Path:
