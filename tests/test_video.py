@@ -351,3 +351,77 @@ def test_video_over_the_api(clips, tmp_path):
             "video": ("c.mpg", (clips / GRID[1]).read_bytes(), "video/mpeg")}).status_code for _ in range(7)]
         assert codes.count(429) >= 2 and set(codes) == {202, 429}, codes
         assert client.post("/v1/video", json={"path": "clip.mpg"}).status_code == 401
+
+
+def test_outputs_that_are_inputs_by_another_name_are_refused(clips, tmp_path):
+    import os
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes((clips / "talking_d18.mp4").read_bytes())
+    os.link(clip, tmp_path / "hard.mp4")
+    (tmp_path / "shot.jpg").symlink_to(clip)
+    before = clip.read_bytes()
+    for args in (["--out", str(tmp_path / "hard.mp4")], ["--contact-sheet", str(tmp_path / "shot.jpg")],
+                 ["--json", str(tmp_path / "hard.mp4")]):
+        code, _, err = run(["video", str(clip), "--no-identify", *args])
+        assert code == 2 and "destroy" in err, (args, err)
+    # a folder run whose generated name is one of its own inputs
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(before)
+    (folder / "a.annotated.mp4").write_bytes(before)
+    code, _, err = run(["video", str(folder), "--no-identify", "--out", str(folder)])
+    assert code == 2 and "destroy" in err
+    assert clip.read_bytes() == before and (folder / "a.annotated.mp4").read_bytes() == before
+    # outputs are checked before any work: a missing folder or a wrong suffix is one error up front
+    code, _, err = run(["video", str(clip), "--no-identify", "--json", str(tmp_path / "nope" / "t.json")])
+    assert code == 2 and "does not exist" in err
+    code, _, err = run(["video", str(clip), "--no-identify", "--contact-sheet", str(tmp_path / "s.txt")])
+    assert code == 2 and ".png" in err
+
+
+def test_interrupted_video_keeps_its_timeline_so_far(clips):
+    def stop(seconds: float) -> None:
+        if seconds > 2.0:
+            raise KeyboardInterrupt
+
+    result = VideoAnalyzer(threads=2).process(clips / "talking_d10.mp4", on_progress=stop)
+    assert result.interrupted and "stopped by the user" in result.error
+    assert len(result.tracks) == 1 and result.tracks[0].end <= 2.2
+
+
+def test_limits_and_clock_jumps(clips, tmp_path):
+    import av
+
+    # a time limit does not hide truncation: the cut file ends before the limit
+    whole = tmp_path / "whole.mp4"
+    process_video(clips / "talking_d11.mp4", output=whole, fps=5)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.5)])
+    limited = process_video(cut, max_seconds=100)
+    assert not limited.complete and "truncated" in limited.error
+    # two MPEG-TS clips joined byte for byte: the second's clock starts again at 0; its minutes must not vanish
+    parts = []
+    for name in GRID[:2]:
+        part = tmp_path / f"{name}.ts"
+        with av.open(str(part), "w", format="mpegts") as out:
+            stream = out.add_stream("mpeg2video", rate=25)
+            stream.width, stream.height, stream.pix_fmt = 360, 288, "yuv420p"
+            for i, frame in enumerate(VideoReader(clips / name).frames()):
+                picture = av.VideoFrame.from_ndarray(frame.pixels, format="bgr24")
+                picture.pts = i
+                for packet in stream.encode(picture):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+        parts.append(part.read_bytes())
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(parts))
+    result = process_video(joined)
+    assert result.seconds > 5.0  # both clips, ~3 s each
+    assert len(result.tracks) == 2 and len(result.cuts) == 1  # two speakers, a cut where they change
+    # a photo named like a video is not a 0-second video
+    still = tmp_path / "photo.mp4"
+    still.write_bytes((data_root() / "groups" / "face_recognition__obama_and_biden.jpg").read_bytes())
+    photo = process_video(still)
+    assert not photo.complete and "still image" in photo.error

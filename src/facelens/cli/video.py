@@ -21,6 +21,7 @@ from facelens.cli._common import (
     open_gallery,
     out,
 )
+from facelens.errors import FacelensError
 
 
 def video(
@@ -50,6 +51,7 @@ def video(
     (or unknown), time span and best frame's quality. Exit 2 if a video could not be read (a broken file
     still gives the timeline up to the break)."""
     from facelens.video import VideoAnalyzer
+    from facelens.video.analyzer import same_file
     from facelens.video.decode import is_live_source, is_video_path
 
     if det_size % 32:
@@ -65,11 +67,31 @@ def video(
         else:
             inputs.append(source)
     many = len(inputs) > 1
-    if timeline not in (None, "-") and any(Path(timeline).resolve() == Path(i).resolve() for i in inputs):
-        raise fail(f"--json {timeline}: that is one of the videos; the timeline would overwrite it")
     for option, value in (("--out", annotated), ("--contact-sheet", sheet)):
         if value is not None and many and not value.is_dir():
             raise fail(f"{option} must be an existing folder when there are several inputs")
+    # every output decided and checked before any work: a typo must not cost an hour of processing, and
+    # nothing written may be one of the inputs (same path, a link, a hard link)
+    used: set[Path] = set()
+    plan = []
+    for source in inputs:
+        target = _unique(_target(annotated, source, ".annotated.mp4"), used) if annotated else None
+        sheet_path = _unique(_target(sheet, source, ".people.png"), used) if sheet else None
+        plan.append((source, target, sheet_path))
+    outputs = [(o, "--out", ".mp4 .mov .mkv") for _, o, _ in plan if o is not None]
+    outputs += [(s_, "--contact-sheet", ".png .jpg .jpeg") for _, _, s_ in plan if s_ is not None]
+    if timeline not in (None, "-"):
+        outputs.append((Path(timeline), "--json", ""))
+    for path, option, suffixes in outputs:
+        if suffixes and path.suffix.lower() not in suffixes.split():
+            raise fail(f"{option} {path}: must end in {', '.join(suffixes.split())}")
+        if not path.parent.is_dir():
+            raise fail(f"{option} {path}: folder {path.parent} does not exist")
+        if path.is_dir():
+            raise fail(f"{option} {path}: is a folder")
+        clash = next((i for i in inputs if not is_live_source(i) and same_file(path, i)), None)
+        if clash is not None:
+            raise fail(f"{option} {path}: that is the input {clash}; writing it would destroy the video")
     gallery = None
     from facelens.gallery import DB_NAME, default_gallery_path
 
@@ -81,38 +103,48 @@ def video(
     analyzer.check(gallery)  # a missing model, gallery or bad option is one error, not one per video
     timelines: list[dict[str, Any]] = []
     failed = 0
-    used: set[Path] = set()
-    for source in inputs:
-        target = _unique(_target(annotated, source, ".annotated.mp4"), used) if annotated else None
+    interrupted = False
+    for source, target, sheet_path in plan:
         try:
             result = _run(analyzer, source, gallery, target, max_seconds, quiet=timeline == "-")
-        except Exception as exc:
-            from facelens.errors import FacelensError
-
-            if not isinstance(exc, FacelensError | OSError):
-                raise
+        except (FacelensError, OSError) as exc:
             failed += 1
             err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
-            timelines.append({"source": source, "complete": False, "error": str(exc), "tracks": []})
+            timelines.append({"source": source, "video": None, "complete": False, "error": str(exc),
+                              "interrupted": False, "processed": None, "cuts": [], "gallery": None, "people": {},
+                              "tracks": []})
             continue
-        if result.error:
+        if result.error and not result.interrupted:
             failed += 1
             err.print(f"[red]error:[/red] {escape(result.error)} (timeline up to there kept)", markup=True,
                       highlight=False)
         timelines.append(result.to_dict(embeddings))
-        if sheet is not None:
+        if sheet_path is not None:
             from facelens.video.render import contact_sheet
 
-            contact_sheet(result.tracks, _unique(_target(sheet, source, ".people.png"), used))
+            try:
+                contact_sheet(result.tracks, sheet_path)
+            except (FacelensError, OSError) as exc:
+                failed += 1
+                err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
         if timeline != "-":
             _print_timeline(result, target)
+        if result.interrupted:  # Ctrl-C stops the batch: this video's timeline so far is kept, the rest not begun
+            interrupted = True
+            err.print(f"{escape(result.error or 'interrupted')}; stopping", highlight=False)
+            break
     if timeline is not None:
         payload: Any = timelines if many else timelines[0]
         text = json.dumps(payload, indent=1)
         if timeline == "-":
             out.file.write(text + "\n")
         else:
-            Path(timeline).write_text(text + "\n", encoding="utf-8")
+            try:
+                Path(timeline).write_text(text + "\n", encoding="utf-8")
+            except OSError as exc:
+                raise fail(f"--json {timeline}: {exc.strerror or exc}") from None
+    if interrupted:
+        raise typer.Exit(130)
     raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
 
 

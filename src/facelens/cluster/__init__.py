@@ -196,6 +196,8 @@ class Collection:
         from facelens.video import VideoAnalyzer
 
         result = VideoAnalyzer(recognizer=analyzer.recognizer, detector=analyzer.detector).process(path)
+        if result.interrupted:  # never stored half-seen: a rerun must process it again
+            raise KeyboardInterrupt
         rows = []
         for track in result.tracks:
             best = track.best[0]

@@ -48,6 +48,7 @@ class JobRunner:
         self.jobs: dict[str, Job] = {}
         self.collection_lock = threading.Lock()  # a job and a user's correction never interleave
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facelens-job")
+        self._uploads: dict[str, Path] = {}  # job id -> its uploaded temporary file, until the job ends
 
     def get(self, job_id: str) -> Job:
         try:
@@ -99,6 +100,8 @@ class JobRunner:
         """A video job; `cleanup`: the source is an uploaded temporary file, deleted when the job ends."""
         job = Job(id=uuid.uuid4().hex, kind="video")
         self.jobs[job.id] = job
+        if cleanup:
+            self._uploads[job.id] = source
         self._pool.submit(self._video, job, source, fps, gallery, cleanup, label)
         return job
 
@@ -139,6 +142,7 @@ class JobRunner:
         finally:
             if cleanup:
                 source.unlink(missing_ok=True)
+                self._uploads.pop(job.id, None)
             job.finished = time.time()
             self._forget_old()
 
@@ -150,3 +154,6 @@ class JobRunner:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for path in list(self._uploads.values()):  # uploads of jobs cancelled before they began
+            path.unlink(missing_ok=True)
+        self._uploads.clear()

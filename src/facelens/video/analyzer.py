@@ -46,6 +46,7 @@ class VideoResult:
     seconds: float = 0.0  # of video covered
     wall_s: float = 0.0
     error: str | None = None  # set when the video broke part way (the tracks up to the break are kept)
+    interrupted: bool = False  # stopped by Ctrl-C: the tracks so far are kept, the rest never seen
     gallery: dict[str, Any] | None = None  # the gallery and decision rule used, if any
 
     @property
@@ -63,7 +64,7 @@ class VideoResult:
     def to_dict(self, embeddings: bool = False) -> dict[str, Any]:
         return {
             "source": self.source, "video": None if self.info is None else self.info.to_dict(),
-            "complete": self.complete, "error": self.error,
+            "complete": self.complete, "error": self.error, "interrupted": self.interrupted,
             "processed": {"frames_decoded": self.frames_decoded, "frames_analyzed": self.frames_analyzed,
                           "faces_embedded": self.faces_embedded, "seconds": round(self.seconds, 3),
                           "wall_s": round(self.wall_s, 3),
@@ -161,7 +162,7 @@ class VideoAnalyzer:
         if output is not None:
             from facelens.video.render import AnnotatedVideoWriter
 
-            if not info.live and Path(output).resolve() == Path(source).resolve():  # type: ignore[arg-type]
+            if not info.live and same_file(output, source):  # type: ignore[arg-type]
                 reader.close()
                 raise ConfigError(f"{output}: the annotated video would overwrite the video being read")
 
@@ -214,8 +215,9 @@ class VideoAnalyzer:
                 result.seconds = frame.time
                 if on_progress is not None:
                     on_progress(frame.time)
-        except KeyboardInterrupt:  # Ctrl-C on a webcam or stream: the timeline so far is the answer
+        except KeyboardInterrupt:  # Ctrl-C: the timeline so far is the answer (callers decide whether to go on)
             interrupted = f"{result.source}: stopped by the user at {result.seconds:.2f} s"
+            result.interrupted = True
         finally:
             reader.close()
             if writer is not None:
@@ -223,6 +225,8 @@ class VideoAnalyzer:
         close_all()
         result.frames_decoded = reader.frames_decoded
         result.seconds = max(result.seconds, reader.last_time)
+        if max_seconds is not None:
+            result.seconds = min(result.seconds, max_seconds)
         result.error = reader.error or interrupted
         if gallery is not None and decision is not None:
             for track in finished:  # the final embedding may be better than when it was last identified
@@ -283,6 +287,14 @@ class VideoAnalyzer:
             track.person, track.person_id = None, None
             track.similarity = matches[0].similarity if matches else None
         return track.person != before or before is None
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file (links, hard links and relative paths included)."""
+    try:
+        return Path(a).exists() and Path(b).exists() and os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return Path(a).resolve() == Path(b).resolve()
 
 
 def process_video(source: str | int | os.PathLike[str], gallery: Any = None,

@@ -26,6 +26,8 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 WEBCAM = re.compile(r"^(?:webcam:|/dev/video)(\d+)$")
 MAX_SIDE = 8192  # a frame larger than this is refused: 8K is the largest video anyone has
 OPEN_TIMEOUT_S = 10.0
+# codecs FFmpeg also reads single pictures with: one frame of these is a photo named like a video
+STILL_CODECS = frozenset({"mjpeg", "png", "bmp", "webp", "tiff", "jpeg2000", "gif", "ppm", "pgm"})
 
 
 class VideoError(FacelensError):
@@ -176,7 +178,9 @@ class VideoReader:
         step = 1.0 / self.fps if self.fps else 0.0
         next_time = 0.0
         first: float | None = None
+        offset = 0.0  # added after a timestamp discontinuity (concatenated streams restart their clocks)
         index = -1
+        limited = False
         nominal = 1.0 / self.info.fps if self.info.fps else 1 / 25
         try:
             for frame in self._container.decode(stream):
@@ -187,14 +191,22 @@ class VideoReader:
                 else:
                     if first is None:
                         first = float(frame.time)
-                    t = float(frame.time) - first
+                    t = float(frame.time) - first + offset
+                    if index and t < self.last_time - 0.5:  # the clock jumped back: continue from where it was
+                        offset += self.last_time + nominal - t
+                        t = self.last_time + nominal
                 t = max(t, self.last_time if index else 0.0)  # never backwards (B-frame reordering glitches)
+                if self.max_seconds is not None and t > self.max_seconds:
+                    limited = True
+                    break
                 self.last_time = t
+                if max(frame.width, frame.height) > MAX_SIDE:
+                    self.error = (f"{self.info.source}: a {frame.width}x{frame.height} frame at {t:.2f} s is larger "
+                                  f"than {MAX_SIDE} px a side; stopped there")
+                    return
                 if index == 0 and round((getattr(frame, "rotation", 0) or 0) / 90) % 2:
                     # shown turned a quarter: the picture's sides are the coded frame's swapped
                     self.info.width, self.info.height = self.info.height, self.info.width
-                if self.max_seconds is not None and t > self.max_seconds:
-                    break
                 if step and t + 1e-6 < next_time:
                     if keep_all:
                         yield Frame(index, t, _upright(frame), sampled=False)
@@ -208,11 +220,13 @@ class VideoReader:
         else:
             duration = self.info.duration
             # FFmpeg ends a truncated file quietly: compare where decoding ended with the container's length
-            if self.max_seconds is None and duration and index >= 0 and self.last_time + 1.0 < duration * 0.9:
+            if not limited and duration and index >= 0 and self.last_time + 1.0 < duration * 0.9:
                 self.error = (f"{self.info.source}: the file ends at {self.last_time:.2f} s of its "
                               f"{duration:.2f} s (truncated?)")
             elif index < 0 and not self.info.live:
                 self.error = f"{self.info.source}: no frame could be decoded"
+            elif index == 0 and not self.info.live and self.info.codec in STILL_CODECS:
+                self.error = f"{self.info.source}: a still image ({self.info.codec}), not a video"
 
 
 def _upright(frame: Any) -> np.ndarray:

@@ -15,6 +15,7 @@ from facelens.video.decode import Frame, VideoError, VideoInfo, video_dependency
 from facelens.video.track import THUMBNAIL_SIDE, TrackState
 
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+MAX_HELD_FRAMES = 64  # frames waiting for the next analysed one (interpolation); bounds memory at low --fps
 PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
            (204, 121, 167), (120, 120, 255)]  # BGR, colour-blind safe (Okabe-Ito) plus one
 
@@ -122,6 +123,10 @@ class AnnotatedVideoWriter:
     def add(self, frame: Frame, seen: dict[int, tuple[TrackState, Any]] | None = None) -> None:
         if not frame.sampled:
             self._pending.append(frame)
+            if len(self._pending) > MAX_HELD_FRAMES:  # a very low --fps: hold no more, draw the last boxes
+                held = self._pending.pop(0)
+                last = self._last[1] if self._last is not None and held.time - self._last[0] < 1.0 else {}
+                self._encode(held, last)
             return
         now = {tid: (track, np.asarray(face.bbox, np.float32)) for tid, (track, face) in (seen or {}).items()}
         for held in self._pending:

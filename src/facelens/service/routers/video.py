@@ -38,9 +38,11 @@ async def start_video(request: Request, key: Read, service: ServiceDep, fps: Fps
     if request.headers.get("content-type", "").startswith("application/json"):
         body = await request.body()
         try:
-            payload = json.loads(body) if len(body) < 65536 else None
+            payload = json.loads(body) if len(body) <= service.upload_limit * 4 // 3 + 1024 else None
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             payload = None  # read_images below gives the precise error
+        if isinstance(payload, dict) and "path" in payload and "video" in payload:
+            raise ApiError(422, "invalid_request", "give the video (base64) or a path, not both")
         if isinstance(payload, dict) and "path" in payload:
             source, label = _under_photos_root(service, payload["path"]), payload["path"]
             if source.suffix.lower() not in VIDEO_EXTENSIONS:
@@ -71,8 +73,10 @@ def _under_photos_root(service: Any, relative: Any) -> FilePath:
     root = service.config.photos_root
     if root is None:
         raise ApiError(403, "forbidden", "this server was started without --photos-root")
-    if not isinstance(relative, str) or not 0 < len(relative) <= 4096:
+    if not isinstance(relative, str) or not relative:
         raise ApiError(422, "invalid_request", "path must be a non-empty string")
+    if len(relative) > 4096:
+        raise ApiError(422, "invalid_request", "path is longer than 4096 characters")
     try:
         target = (root / relative).resolve()
         inside = target.is_relative_to(root.resolve()) and target.is_file()
