@@ -182,3 +182,13 @@ def test_video_tab_draws_the_timeline(page, data):
     assert row.locator("img").evaluate("img => img.naturalWidth") == 128  # the track's best face, a data: JPEG
     assert row.locator(".span").evaluate("el => el.getBoundingClientRect().width") > 0
     assert "1 track(s)" in page.inner_text("#video-summary")
+
+
+def test_anonymize_tab_shows_the_covered_photo_and_the_check(page, data):
+    page.click("#tab-anonymize")
+    page.set_input_files("#anonymize-file", str(data / "groups/face_recognition__obama_and_biden.jpg"))
+    page.click("#anonymize-submit")
+    expect(page.locator("#anonymize-result")).to_be_visible(timeout=60_000)
+    summary = page.inner_text("#anonymize-summary")
+    assert "face(s) covered" in summary and "re-identified 0 of" in summary, summary
+    assert page.locator("#anonymize-result").evaluate("img => img.naturalWidth") > 100

@@ -71,7 +71,7 @@ def face_polygon(face: Face, margin: float) -> np.ndarray | None:
     if not isinstance(points, list) or len(points) != 106:
         return None
     pts = np.asarray(points, np.float64)
-    jaw = pts[list(range(1, 17))[::-1] + [0] + list(range(17, 33))]  # image-left temple, chin, image-right temple
+    jaw = pts[[*range(16, 0, -1), 0, *range(17, 33)]]  # image-left temple, chin, image-right temple
     brows = np.concatenate([pts[43:52], pts[97:106]])
     eye_line_y = brows.mean(axis=0)
     # the forehead: the jaw line mirrored about the brows, squashed to ~60 % (a forehead is shorter than a jaw)
@@ -106,7 +106,7 @@ def _blurred(patch: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(patch, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
 
 
-def cover_faces(image: np.ndarray, faces: list[Face], method: str = "blur", level: int = 4,
+def cover_faces(image: np.ndarray, faces: list[Face], method: str = "blur", level: int = 5,
                 region: str = "head", margin: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
     """A copy of a BGR image with every face covered, and the mask of what was covered."""
     check_cover(method, level, region, margin)

@@ -36,7 +36,7 @@ from facelens.gallery.store import DuplicateFace, GalleryCorrupt, GalleryReadOnl
 from facelens.service.deps import ApiError, Service, error_body
 from facelens.service.keys import SCOPES
 from facelens.service.middleware import BodySizeLimit, RequestMetrics, SecurityHeaders
-from facelens.service.routers import clusters, gallery, liveness, ops, recognition, video
+from facelens.service.routers import anonymize, clusters, gallery, liveness, ops, recognition, video
 
 __all__ = ["ApiError", "Service", "ServiceConfig", "create_app", "error_body"]
 
@@ -147,6 +147,7 @@ def create_app(config: ServiceConfig, warm: bool = True) -> FastAPI:
     app.include_router(clusters.router)
     app.include_router(liveness.router)
     app.include_router(video.router)
+    app.include_router(anonymize.router)
     app.include_router(ops.page)
 
     app.state.scopes = SCOPES

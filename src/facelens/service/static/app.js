@@ -383,6 +383,36 @@ $("#video-form").addEventListener("submit", async (event) => {
   }
 });
 
+// -- anonymize: the server covers the faces and checks the result with its recognizer --------------
+$("#anonymize-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = $("#anonymize-file").files[0];
+  if (!file) { status("choose a photo first", true); return; }
+  const params = new URLSearchParams({ method: $("#anonymize-method").value, level: $("#anonymize-level").value,
+    verify: $("#anonymize-verify").checked ? "true" : "false" });
+  try {
+    status(`anonymizing ${file.name}…`);
+    const result = await api(`/v1/anonymize?${params}`, { method: "POST", body: imageForm(file) });
+    const img = $("#anonymize-result");
+    img.src = result.image;  // a data: URL the server made
+    img.hidden = false;
+    const link = $("#anonymize-download");
+    link.href = result.image;
+    link.hidden = false;
+    let text = `${result.covered.length} face(s) covered`;
+    const check = result.verification;
+    if (check) {
+      text += `; recognizer check: similarity to the original mean ${check.mean_similarity ?? "—"}, ` +
+        `re-identified ${check.reidentified} of ${check.faces}, possible leaks ${check.leaks.length}`;
+    }
+    $("#anonymize-summary").textContent = text;
+    $("#anonymize-summary").dataset.reidentified = check ? String(check.reidentified) : "";
+    status(`${file.name}: done`);
+  } catch (err) {
+    status(`anonymize: ${err.message}`, true);
+  }
+});
+
 if (!state.key) status("enter an API key (facelens keys create NAME --scope admin) to start");
 
 // -- liveness: a server-drawn challenge, filmed and checked by the server ------------------------

@@ -1,0 +1,184 @@
+"""Anonymization that a recognizer cannot undo: faces in photos and video, covered and then checked.
+
+    from facelens.anonymize import Anonymizer
+    anon = Anonymizer(method="blur", level=4)                 # the whole head, blurred
+    result = anon.anonymize_file("crowd.jpg", "out/crowd.jpg")   # metadata-free output
+    result = Anonymizer(keep=["ada"], gallery=Gallery("~/g")).anonymize_file(...)   # spare who consented
+
+Faces are found with the detector's threshold lowered to 0.3 (a missed face is a leak; a covered patch of
+wall costs little), covered by `cover.cover_faces`, and written without any metadata (EXIF GPS, camera
+serials, embedded thumbnails that still show the face). `verify` measures what a recognizer can still do
+with the result; `video` does the same to every frame of a video, with tracks so that no frame leaks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facelens.anonymize.cover import METHODS, REGIONS, check_cover, cover_faces
+from facelens.errors import ConfigError, ImageError
+from facelens.io import ImageSource, decode_image
+from facelens.pipeline import FaceAnalyzer, source_label
+from facelens.types import Face
+
+DETECT_THRESHOLD = 0.3  # lower than the detector's 0.5: for anonymization a miss costs more than a false hit
+IMAGE_OUTPUTS = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".png": [],
+                 ".webp": [cv2.IMWRITE_WEBP_QUALITY, 95], ".bmp": [], ".tif": [], ".tiff": []}
+
+
+@dataclass
+class AnonymizedImage:
+    source: str
+    pixels: np.ndarray = field(repr=False)
+    covered: list[Face] = field(default_factory=list)
+    spared: list[tuple[Face, str]] = field(default_factory=list)  # (face, the enrolled name that spared it)
+    mask: np.ndarray | None = field(default=None, repr=False)
+    original: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "covered": [f.to_dict(embedding=False) for f in self.covered],
+                "spared": [{"name": name, **f.to_dict(embedding=False)} for f, name in self.spared]}
+
+
+class Anonymizer:
+    """Cover faces in images and videos.
+
+    Parameters: `method` ("blur", "pixelate", "fill"), `level` (1 weakest to 5 strongest; see `cover`),
+    `region` ("head": an ellipse over the whole head; "face": the face's own outline, from the 106 points),
+    `margin` (grows the region, a fraction of the face's size), `keep` (enrolled names to spare: everyone
+    else is covered) or `only` (enrolled names to cover: everyone else is left), both with `gallery`;
+    `fpir` (how sure an identification must be, the gallery's open-set rule), `det_threshold`, `det_size`.
+    With `keep`, a face is spared only when the gallery names it; with `only`, a face is left only when it is
+    confidently someone else or unknown, so doubt always covers.
+    """
+
+    def __init__(self, method: str = "blur", level: int = 5, region: str = "head", margin: float = 0.25,
+                 keep: list[str] | tuple[str, ...] = (), only: list[str] | tuple[str, ...] = (), gallery: Any = None,
+                 fpir: float = 0.01, det_threshold: float = DETECT_THRESHOLD, det_size: int | str = "auto",
+                 threads: int | None = None) -> None:
+        self.method = method
+        self.level = level
+        self.region = region
+        self.margin = margin
+        self.keep = tuple(keep)
+        self.only = tuple(only)
+        self.gallery = gallery
+        self.fpir = fpir
+        self.det_threshold = det_threshold
+        self.det_size = det_size
+        self.threads = threads
+        self._analyzer: FaceAnalyzer | None = None
+        self._threshold: float | None = None
+
+    # -- set-up -------------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise now for a bad option, a name not in the gallery, or a missing model."""
+        check_cover(self.method, self.level, self.region, self.margin)
+        if self.keep and self.only:
+            raise ConfigError("give names to keep or names to cover (--only), not both")
+        if (self.keep or self.only) and self.gallery is None:
+            raise ConfigError("--keep and --only need a gallery the named people are enrolled in")
+        if self.gallery is not None and (self.keep or self.only):
+            from facelens.gallery.openset import check_fpir
+
+            check_fpir(self.fpir)
+            self.gallery._existing()
+            for name in self.keep + self.only:
+                self.gallery.person(name)  # NotFoundError naming it: a typo must not spare or expose anyone
+            if self.gallery.recognizer and self.gallery.recognizer != self.analyzer.recognizer:
+                raise ConfigError(f"the gallery holds {self.gallery.recognizer} embeddings; anonymization "
+                                  f"identifies with {self.analyzer.recognizer}")
+            self._threshold = self.gallery.decision_threshold(self.fpir).threshold
+        self.analyzer.check_models(embed=bool(self.keep or self.only))
+        if self.region == "face":
+            from facelens.models.store import model_path
+
+            model_path("landmarks-2d106")
+
+    @property
+    def analyzer(self) -> FaceAnalyzer:
+        if self._analyzer is None:
+            self._analyzer = FaceAnalyzer(det_threshold=self.det_threshold, det_size=self.det_size,
+                                          threads=self.threads or 1)
+        return self._analyzer
+
+    @property
+    def selective(self) -> bool:
+        return bool(self.keep or self.only)
+
+    # -- deciding who is covered ----------------------------------------------------------------------
+    def identity(self, face: Face) -> str | None:
+        """The enrolled name of an embedded face under the gallery's rule, or None."""
+        if self.gallery is None or face.embedding is None:
+            return None
+        if self._threshold is None:
+            self._threshold = self.gallery.decision_threshold(self.fpir).threshold
+        matches = self.gallery.search(face.embedding, top_k=1)
+        return matches[0].person if matches and matches[0].similarity >= self._threshold else None
+
+    def covers(self, name: str | None, settled: bool = True) -> bool:
+        """Is a face with this identity covered? `settled`: the identity is final (video tracks decide late;
+        until then a face is treated as the riskier case)."""
+        if self.keep:
+            return not (settled and name in self.keep)
+        if self.only:
+            return name in self.only or not settled
+        return True
+
+    def prepare(self, pixels: np.ndarray, faces: list[Face]) -> None:
+        """Embeddings (for --keep/--only) and the 106 points (for the face-shaped region) the faces need."""
+        if self.selective and faces:
+            self.analyzer.embed(pixels, faces)
+        if self.region == "face" and faces:
+            from facelens.analysis.landmarks import Landmarks106
+
+            Landmarks106().annotate(pixels, faces)
+
+    # -- images ---------------------------------------------------------------------------------------
+    def anonymize(self, image: ImageSource) -> AnonymizedImage:
+        """Every face of one image covered (or spared as asked); boxes in the image's pixels."""
+        self.check()
+        label = source_label(image)
+        decoded = decode_image(image, max_side=0)  # full size: the output is the user's picture
+        pixels = decoded.pixels
+        faces = self.analyzer.detector_model.detect(pixels)
+        self.prepare(pixels, faces)
+        covered, spared = [], []
+        for face in faces:
+            name = self.identity(face) if self.selective else None
+            if self.covers(name):
+                covered.append(face)
+            else:
+                spared.append((face, name or "unknown"))
+        out, mask = cover_faces(pixels, covered, self.method, self.level, self.region, self.margin)
+        return AnonymizedImage(label, out, covered, spared, mask, pixels)
+
+    def anonymize_file(self, source: ImageSource, target: str | os.PathLike[str]) -> AnonymizedImage:
+        result = self.anonymize(source)
+        write_image(target, result.pixels)
+        return result
+
+
+def write_image(target: str | os.PathLike[str], pixels: np.ndarray) -> Path:
+    """Encode pixels into a new file with no metadata at all (OpenCV writes none: no EXIF, XMP, ICC or
+    thumbnail), through a temporary file so a failure never leaves half an image."""
+    path = Path(target)
+    params = IMAGE_OUTPUTS.get(path.suffix.lower())
+    if params is None:
+        raise ConfigError(f"{path}: write .jpg, .png, .webp, .bmp or .tif")
+    ok, buf = cv2.imencode(path.suffix.lower(), pixels, params)
+    if not ok:
+        raise ImageError(f"{path}: could not encode the image")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.tobytes())
+    os.replace(tmp, path)
+    return path
+
+
+__all__ = ["METHODS", "REGIONS", "AnonymizedImage", "Anonymizer", "write_image"]
