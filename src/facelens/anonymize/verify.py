@@ -127,13 +127,16 @@ def leak_detectors(det_size: int | str = "auto") -> list[FaceAnalyzer]:
 class AnonymizationVerifier:
     """Accumulates checks over many images (so rank-1 is searched among all of them), then reports."""
 
-    def __init__(self, analyzer: FaceAnalyzer | None = None, thumbnails: bool = True) -> None:
+    def __init__(self, analyzer: FaceAnalyzer | None = None, thumbnails: bool = True, leaks: bool = True) -> None:
         from facelens.models.registry import threshold_for
 
         self.analyzer = analyzer or FaceAnalyzer(threads=1)
         self.threshold = threshold_for(self.analyzer.recognizer, VERIFY_FAR, self.analyzer.flip)
         self.thumbnails = thumbnails
-        self._detectors = leak_detectors(self.analyzer.det_size)
+        # the leak check's detectors; without it (a sweep of settings) SCRFD alone re-finds covered faces
+        self.leaks = leaks
+        self._detectors = leak_detectors(self.analyzer.det_size) if leaks else \
+            [FaceAnalyzer(det_threshold=FACE_THRESHOLD, det_size=self.analyzer.det_size, threads=1)]
         self.report = VerificationReport(self.analyzer.recognizer, self.threshold)
         self._originals: list[np.ndarray] = []
         self._anonymized: list[np.ndarray] = []
@@ -165,6 +168,8 @@ class AnonymizationVerifier:
             thumbs = (_jpeg(original, face.bbox), _jpeg(anonymized, face.bbox)) if self.thumbnails else (b"", b"")
             self.report.faces.append(FaceCheck(source, [round(float(v), 1) for v in face.bbox], similarity,
                                                similarity >= self.threshold, bool(again), thumbs))
+        if not self.leaks:
+            return
         # a face in the output that no cover touches and nobody spared: one the anonymizing pass missed
         kept = [f.bbox for f in spared or []]
         for f in found:
@@ -256,7 +261,7 @@ def sweep(images: list[str | os.PathLike[str]], settings: list[dict[str, Any]],
 
     analyzer = analyzer or FaceAnalyzer(threads=1)
     detector = FaceAnalyzer(det_threshold=DETECT_THRESHOLD, det_size=analyzer.det_size, threads=1)
-    verifiers = [AnonymizationVerifier(analyzer, thumbnails=False) for _ in settings]
+    verifiers = [AnonymizationVerifier(analyzer, thumbnails=False, leaks=False) for _ in settings]
     for path in images:
         pixels = load_image(path)
         faces = detector.detector_model.detect(pixels)
