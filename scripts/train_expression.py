@@ -18,9 +18,10 @@ FER-2013 (research use): research use only.
 
 Usage (needs `pip install torch==2.13.0` in the venv; ~7 min per epoch on 2 cores, 10 epochs ~80 min; see RESULTS.md):
 
-    .venv/bin/python scripts/train_expression.py --epochs 8 --out .cache/train-expression
-    .venv/bin/python scripts/train_expression.py --export .cache/train-expression/last.pt \\
-        --onnx src/facelens/models/weights/expression-facelens.onnx
+    .venv/bin/python scripts/train_expression.py --epochs 10 --out .cache/train-expression
+    .venv/bin/python scripts/train_expression.py --resume --restart 0.5 --epochs 18   # a second, warm-restart cycle
+    .venv/bin/python scripts/train_expression.py --export .cache/train-expression/snapshot-e10.pt \\
+        .cache/train-expression/snapshot-e18.pt --onnx src/facelens/models/weights/expression-facelens.onnx
 """
 
 from __future__ import annotations
@@ -273,11 +274,29 @@ def write_log(out: Path, log: list[dict], args: dict, torch_version: str) -> Non
 
 
 def export(args: argparse.Namespace) -> None:
+    """One checkpoint, or several (the ends of the cosine cycles: a snapshot ensemble), to one ONNX graph.
+    Several are averaged as probabilities; the graph's output is the log of the average, so a softmax of
+    it (what facelens applies) gives the averaged probabilities back."""
     import torch
 
-    state = torch.load(args.export, weights_only=False)
-    model = build_model(state["args"]["seed"])
-    model.load_state_dict(state["model"])
+    members = []
+    for checkpoint in args.export:
+        state = torch.load(checkpoint, weights_only=False)
+        member = build_model(state["args"]["seed"])
+        member.load_state_dict(state["model"])
+        member.eval()
+        members.append(member)
+
+    class Ensemble(torch.nn.Module):
+        def __init__(self, parts: list) -> None:
+            super().__init__()
+            self.parts = torch.nn.ModuleList(parts)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            probs = torch.stack([torch.softmax(m(x), 1) for m in self.parts]).mean(0)
+            return torch.log(probs.clamp_min(1e-12))
+
+    model = members[0] if len(members) == 1 else Ensemble(members)
     model.eval()
     args.onnx.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(2, 1, 48, 48)
@@ -288,8 +307,9 @@ def export(args: argparse.Namespace) -> None:
     val_x, val_y = load_split(SHARED / "fer2013" / "PublicTest")
     session = ort.InferenceSession(str(args.onnx), providers=["CPUExecutionProvider"])
     x = val_x.astype(np.float32)[:, None]
-    logits = session.run(None, {"grey48": x})[0]
-    logits_flip = session.run(None, {"grey48": np.ascontiguousarray(x[..., ::-1])})[0]
+    logits = np.concatenate([session.run(None, {"grey48": x[i : i + 512]})[0] for i in range(0, len(x), 512)])
+    logits_flip = np.concatenate([session.run(None, {"grey48": np.ascontiguousarray(x[i : i + 512, ..., ::-1])})[0]
+                                  for i in range(0, len(x), 512)])
 
     def softmax(z: np.ndarray) -> np.ndarray:
         e = np.exp(z - z.max(1, keepdims=True))
@@ -299,7 +319,10 @@ def export(args: argparse.Namespace) -> None:
         reference = model(torch.from_numpy(x[:64])).numpy()
     print("max |onnx - torch| logit:", float(np.abs(reference - logits[:64]).max()))
     for tag, p in (("plain", softmax(logits)), ("flip", (softmax(logits) + softmax(logits_flip)) / 2)):
-        print(tag, "PublicTest accuracy", float((p.argmax(1) == val_y).mean()))
+        pred = p.argmax(1)
+        recall = [float((pred[val_y == c] == c).mean()) for c in range(len(CLASSES))]
+        print(tag, "PublicTest accuracy", round(float((pred == val_y).mean()), 4), "macro recall",
+              round(float(np.mean(recall)), 4), "recall", dict(zip(CLASSES, np.round(recall, 3).tolist(), strict=True)))
     digest = hashlib.sha256(args.onnx.read_bytes()).hexdigest()
     print("sha256", digest, "size", args.onnx.stat().st_size)
 
@@ -316,7 +339,8 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     ap.add_argument("--restart", type=float, metavar="PEAK",
                     help="with --resume: start a new cosine cycle up to --epochs, its peak PEAK x --lr")
-    ap.add_argument("--export", type=Path, help="a checkpoint to export to ONNX instead of training")
+    ap.add_argument("--export", type=Path, nargs="+",
+                    help="checkpoint(s) to export to ONNX instead of training (several: a snapshot ensemble)")
     ap.add_argument("--onnx", type=Path, default=REPO / "src" / "facelens" / "models" / "weights" /
                     "expression-facelens.onnx")
     args = ap.parse_args()
