@@ -202,3 +202,14 @@ def test_anonymize_over_the_api(data, tmp_path):
                               files={"image": ("g.jpg", group, "image/jpeg")})
         assert missing.status_code == 404, missing.text  # no gallery on this server: no one to keep
         assert client.post("/v1/anonymize", files={"image": ("g.jpg", group, "image/jpeg")}).status_code == 401
+
+
+def test_evaluate_anonymize_ranks_the_settings(data):
+    folder = data / "identities" / "facerecognition-obama"
+    code, stdout, err = run(["evaluate", "anonymize", str(folder), str(data / "corrupt"), "--methods", "blur,fill",
+                             "--levels", "1,5", "--json"])
+    assert code == 0, err
+    table = {(r["setting"]["method"], r["setting"]["level"]): r for r in json.loads(stdout)["settings"]}
+    assert set(table) == {("blur", 1), ("blur", 5), ("fill", 5)}
+    assert table[("blur", 1)]["reidentification_rate"] > 0.5 > table[("blur", 5)]["reidentification_rate"]
+    assert table[("blur", 5)]["mean_similarity"] < table[("blur", 1)]["mean_similarity"] - 0.4

@@ -262,8 +262,15 @@ def sweep(images: list[str | os.PathLike[str]], settings: list[dict[str, Any]],
     analyzer = analyzer or FaceAnalyzer(threads=1)
     detector = FaceAnalyzer(det_threshold=DETECT_THRESHOLD, det_size=analyzer.det_size, threads=1)
     verifiers = [AnonymizationVerifier(analyzer, thumbnails=False, leaks=False) for _ in settings]
+    from facelens.errors import FacelensError
+
     for path in images:
-        pixels = load_image(path)
+        try:
+            pixels = load_image(path)
+        except FacelensError:  # an unreadable file is left out of every setting alike
+            if on_image is not None:
+                on_image(path)
+            continue
         faces = detector.detector_model.detect(pixels)
         if any(s.get("region") == "face" for s in settings) and faces:
             from facelens.analysis.landmarks import Landmarks106
