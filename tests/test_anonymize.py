@@ -4,6 +4,7 @@ face is missed, --keep spares exactly the consenting person, metadata is gone, a
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import cv2
@@ -202,6 +203,26 @@ def test_anonymize_over_the_api(data, tmp_path):
                               files={"image": ("g.jpg", group, "image/jpeg")})
         assert missing.status_code == 404, missing.text  # no gallery on this server: no one to keep
         assert client.post("/v1/anonymize", files={"image": ("g.jpg", group, "image/jpeg")}).status_code == 401
+        # a video: a background job, then the anonymized file
+        clip = (data_root().parent / "videos" / "grid_lbax4n.mpg").read_bytes()
+        started = client.post("/v1/anonymize/video", headers=headers, files={"video": ("c.mpg", clip, "video/mpeg")})
+        assert started.status_code == 202, started.text
+        job = started.json()
+        for _ in range(600):
+            job = client.get(f"/v1/anonymize/jobs/{job['id']}", headers=headers).json()
+            if job["status"] in ("done", "failed"):
+                break
+            time.sleep(0.1)
+        assert job["status"] == "done", job
+        assert job["result"]["frames"] == 75 and job["result"]["source"] == "upload"
+        video = client.get(job["result"]["output"], headers=headers)
+        assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+        out = tmp_path / "anon.mp4"
+        out.write_bytes(video.content)
+        from facelens.video import VideoReader
+
+        assert sum(1 for _ in VideoReader(out).frames()) == 75
+        assert client.get("/v1/anonymize/jobs/nope/video", headers=headers).status_code == 404
 
 
 def test_evaluate_anonymize_ranks_the_settings(data):

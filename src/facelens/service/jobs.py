@@ -16,6 +16,7 @@ from facelens.errors import FacelensError, NotFoundError
 
 log = logging.getLogger("facelens.service")
 MAX_FINISHED = 200
+MAX_KEPT_OUTPUTS = 8  # anonymized videos waiting to be downloaded; older ones are deleted (disk is finite)
 
 
 class JobNotFound(NotFoundError):
@@ -49,6 +50,7 @@ class JobRunner:
         self.collection_lock = threading.Lock()  # a job and a user's correction never interleave
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facelens-job")
         self._uploads: dict[str, Path] = {}  # job id -> its uploaded temporary file, until the job ends
+        self.outputs: dict[str, Path] = {}  # job id -> its anonymized video, until downloaded enough or replaced
 
     def get(self, job_id: str) -> Job:
         try:
@@ -146,6 +148,56 @@ class JobRunner:
             job.finished = time.time()
             self._forget_old()
 
+    def start_anonymize_video(self, source: Path, options: dict[str, Any]) -> Job:
+        """Anonymize an uploaded video (a temporary file, deleted when the job ends) into a server-side file
+        the client downloads from GET /v1/anonymize/jobs/{id}/video."""
+        job = Job(id=uuid.uuid4().hex, kind="anonymize-video")
+        self.jobs[job.id] = job
+        self._uploads[job.id] = source
+        self._pool.submit(self._anonymize_video, job, source, options)
+        return job
+
+    def _anonymize_video(self, job: Job, source: Path, options: dict[str, Any]) -> None:
+        import tempfile
+
+        job.status = "running"
+        target = Path(tempfile.mkstemp(prefix="facelens-anonymized-", suffix=".mp4")[1])
+        try:
+            from facelens.anonymize import Anonymizer
+            from facelens.anonymize.video import anonymize_video
+            from facelens.video import VideoReader
+
+            with VideoReader(source) as probe:
+                job.total = round(probe.info.duration or 0.0, 2) if probe.info else 0
+            limit = self.service.config.max_video_seconds
+            job.total = min(job.total, limit) if job.total else job.total
+
+            def advance(seconds: float) -> None:
+                job.done = round(seconds, 2)
+
+            result = anonymize_video(Anonymizer(**options), source, target, max_seconds=limit, on_progress=advance)
+            job.result = result.to_dict()
+            job.result.update(source="upload", output=f"/v1/anonymize/jobs/{job.id}/video")
+            if job.result.get("error"):
+                job.result["error"] = job.result["error"].replace(str(source), "upload")
+            self.outputs[job.id] = target
+            for old in list(self.outputs)[:-MAX_KEPT_OUTPUTS]:
+                self.outputs.pop(old).unlink(missing_ok=True)
+            job.status = "done"
+        except (FacelensError, OSError) as exc:
+            target.unlink(missing_ok=True)
+            job.status, job.error = "failed", str(exc).replace(str(source), "upload")
+            log.warning("anonymize job %s failed: %s", job.id, job.error)
+        except Exception as exc:  # a job must end, never stay "running" with its error lost
+            target.unlink(missing_ok=True)
+            job.status, job.error = "failed", f"internal error ({type(exc).__name__})"
+            log.exception("anonymize job %s failed", job.id)
+        finally:
+            source.unlink(missing_ok=True)
+            self._uploads.pop(job.id, None)
+            job.finished = time.time()
+            self._forget_old()
+
     def _forget_old(self) -> None:
         """Keep the newest MAX_FINISHED finished jobs: a long-running server must not grow without bound."""
         finished = [j for j in self.jobs.values() if j.finished is not None]
@@ -154,6 +206,7 @@ class JobRunner:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        for path in list(self._uploads.values()):  # uploads of jobs cancelled before they began
+        for path in [*self._uploads.values(), *self.outputs.values()]:  # uploads never begun, results unfetched
             path.unlink(missing_ok=True)
         self._uploads.clear()
+        self.outputs.clear()

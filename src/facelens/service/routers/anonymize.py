@@ -2,12 +2,15 @@
 result without metadata, optionally with the recognizer's check of what is left."""
 
 import base64
+import os
+import tempfile
 import threading
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import cv2
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 
 from facelens.service.deps import ApiError, Read, ServiceDep, image_body, read_images
 
@@ -88,3 +91,58 @@ async def anonymize(
     if "verification" in done:
         body["verification"] = done["verification"]
     return body
+
+
+@router.post("/v1/anonymize/video", tags=["anonymize"], status_code=202, openapi_extra=image_body("video"))
+async def anonymize_video(
+    request: Request, _: Read, service: ServiceDep,
+    method: Annotated[str, Query(description="blur, pixelate or fill")] = "blur",
+    level: Annotated[int, Query(ge=1, le=5)] = 5,
+    region: Annotated[str, Query(description="head or face")] = "head",
+    margin: Annotated[float, Query(ge=0, le=2)] = 0.25,
+    keep: Annotated[list[str] | None, Query(max_length=50)] = None,
+    only: Annotated[list[str] | None, Query(max_length=50)] = None,
+) -> dict[str, Any]:
+    """Anonymize an uploaded video as a background job (every frame detected, tracks interpolated over the
+    detector's misses); poll `GET /v1/anonymize/jobs/{id}`, then download `.../video` (H.264 MP4, no audio,
+    no metadata)."""
+    from facelens.anonymize import Anonymizer
+    from facelens.anonymize.cover import check_cover
+    from facelens.service.routers.video import MAX_PENDING_VIDEO_JOBS
+
+    check_cover(method, level, region, margin)
+    options: dict[str, Any] = {"method": method, "level": level, "region": region, "margin": margin,
+                               "keep": keep or (), "only": only or (), "threads": 1}
+    if keep or only:
+        options["gallery"] = service.gallery
+        Anonymizer(**options).check()  # unknown names: 404 now, not a failed job later
+    data = (await read_images(request, ("video",), service.upload_limit))["video"]
+    pending = service.jobs.pending("anonymize-video") + service.jobs.pending("video")
+    if pending >= MAX_PENDING_VIDEO_JOBS:
+        raise ApiError(429, "too_many_jobs", f"{MAX_PENDING_VIDEO_JOBS} video jobs are already waiting or running; "
+                                             "try again when one has finished")
+    handle, name = tempfile.mkstemp(prefix="facelens-video-", suffix=".video")
+    with os.fdopen(handle, "wb") as fh:
+        fh.write(data)
+    return service.jobs.start_anonymize_video(FilePath(name), options).to_dict()
+
+
+@router.get("/v1/anonymize/jobs/{job_id}", tags=["anonymize"])
+async def anonymize_job(job_id: str, _: Read, service: ServiceDep) -> dict[str, Any]:
+    job = service.jobs.get(job_id)
+    if job.kind != "anonymize-video":
+        raise ApiError(404, "not_found", f"no anonymization job {job_id!r}")
+    return job.to_dict()
+
+
+@router.get("/v1/anonymize/jobs/{job_id}/video", tags=["anonymize"])
+async def anonymize_job_video(job_id: str, _: Read, service: ServiceDep) -> FileResponse:
+    job = service.jobs.get(job_id)
+    if job.kind != "anonymize-video":
+        raise ApiError(404, "not_found", f"no anonymization job {job_id!r}")
+    if job.status != "done":
+        raise ApiError(409, "not_ready", f"the job is {job.status}")
+    path = service.jobs.outputs.get(job_id)
+    if path is None or not path.exists():
+        raise ApiError(410, "gone", "this result was deleted to make room for newer ones; run the job again")
+    return FileResponse(path, media_type="video/mp4", filename="anonymized.mp4")
