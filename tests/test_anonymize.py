@@ -52,10 +52,11 @@ def test_default_setting_defeats_the_recognizer_and_misses_no_labelled_face(data
 def test_keep_spares_the_consenting_person_and_covers_everyone_else(data, tmp_path):
     gallery = Gallery(tmp_path / "g")
     gallery.enroll("obama", [str(data / "identities/facerecognition-obama/01.jpg")])
+    gallery.enroll("biden", [str(data / "identities/facerecognition-biden/01.jpg")])
     group = data / "groups/face_recognition__obama_and_biden.jpg"
     result = Anonymizer(keep=["obama"], gallery=gallery, threads=2).anonymize(str(group))
     assert [name for _, name in result.spared] == ["obama"]
-    assert len(result.covered) >= 2
+    assert len(result.covered) >= 2  # biden and the never-enrolled third person
     spared = result.spared[0][0]
     x1, y1, x2, y2 = (int(v) for v in spared.bbox)
     # the kept face's pixels are untouched (the covers of others do not reach into its box)
@@ -65,16 +66,34 @@ def test_keep_spares_the_consenting_person_and_covers_everyone_else(data, tmp_pa
     for face in result.covered:
         a, b, c, d = (int(v) for v in face.bbox)
         assert np.abs(result.pixels[b:d, a:c].astype(int) - result.original[b:d, a:c].astype(int)).mean() > 5
-    # --only: the reverse
+    # --only: the listed person and anyone unknown are covered; only someone else enrolled is left
     only = Anonymizer(only=["obama"], gallery=gallery, threads=2).anonymize(str(group))
-    assert len(only.covered) == 1 and len(only.spared) >= 2
-    assert _iou(only.covered[0].bbox, spared.bbox) > 0.9
+    assert [name for _, name in only.spared] == ["biden"]
+    assert any(_iou(f.bbox, spared.bbox) > 0.9 for f in only.covered) and len(only.covered) >= 2
     with pytest.raises(NotFoundError):
         Anonymizer(keep=["nobody"], gallery=gallery).check()
     with pytest.raises(ConfigError):
         Anonymizer(keep=["obama"]).check()  # no gallery
     with pytest.raises(ConfigError):
         Anonymizer(keep=["obama"], only=["obama"], gallery=gallery).check()
+
+
+def test_small_faces_in_a_huge_picture_and_tilted_faces_are_covered(data):
+    group = cv2.imread(str(data / "groups/CompreFace__016_8.jpg"))
+    small = cv2.resize(group, None, fx=0.7, fy=0.7, interpolation=cv2.INTER_AREA)
+    canvas = np.full((4500, 6000, 3), 90, np.uint8)
+    canvas[2000 : 2000 + small.shape[0], 3000 : 3000 + small.shape[1]] = small
+    found = Anonymizer(threads=2).anonymize(canvas)
+    confident = [f for f in found.covered if f.det_score >= 0.5]
+    assert len(confident) >= 8  # the photo's 8 people, ~20 px faces in a 27 MP picture
+    portrait = cv2.imread(str(data / "identities/facerecognition-obama/01.jpg"))
+    height, width = portrait.shape[:2]
+    for angle in (45, 135, 180):
+        turned = cv2.warpAffine(portrait, cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1), (width, height))
+        for region in ("face", "head"):
+            result = Anonymizer(region=region, threads=2).anonymize(turned)
+            face = max(result.covered, key=lambda f: f.det_score)
+            assert all(result.mask[int(y), int(x)] for x, y in face.landmarks), (angle, region)
 
 
 def _iou(a, b) -> float:
@@ -114,6 +133,12 @@ def test_metadata_is_gone_and_bad_inputs_are_clear_errors(data, tmp_path):
         code, _, err = run(argv)
         assert code == 2 and message in err and "Traceback" not in err, (args, err)
     assert source.read_bytes() != written.read_bytes()  # the input was never overwritten
+    # a file already in --out is never replaced unless asked
+    before = written.read_bytes()
+    code, _, err = run(["anonymize", str(source), "--out", str(tmp_path / "out")])
+    assert code == 2 and "already exists" in err and written.read_bytes() == before
+    code, _, err = run(["anonymize", str(source), "--out", str(tmp_path / "out"), "--overwrite"])
+    assert code == 0, err
 
 
 def test_verify_reports_and_exit_codes(data, tmp_path):
@@ -143,7 +168,7 @@ def test_video_has_no_frame_with_an_uncovered_face(tmp_path):
     uncovered: list[tuple[int, list[float]]] = []
     frames = []
 
-    def look(index, time, original, covered, faces, mask) -> None:
+    def look(index, time, original, covered, faces, mask, spared) -> None:
         frames.append(index)
         before = checker.detector_model.detect(original)
         for face in checker.detector_model.detect(covered):
@@ -229,7 +254,7 @@ def test_evaluate_anonymize_ranks_the_settings(data):
     folder = data / "identities" / "facerecognition-obama"
     code, stdout, err = run(["evaluate", "anonymize", str(folder), str(data / "corrupt"), "--methods", "blur,fill",
                              "--levels", "1,5", "--json"])
-    assert code == 0, err
+    assert code == 2 and "corrupt" in err  # the unreadable fixtures are named; the rest is still measured
     table = {(r["setting"]["method"], r["setting"]["level"]): r for r in json.loads(stdout)["settings"]}
     assert set(table) == {("blur", 1), ("blur", 5), ("fill", 5)}
     assert table[("blur", 1)]["reidentification_rate"] > 0.5 > table[("blur", 5)]["reidentification_rate"]

@@ -27,6 +27,8 @@ from facelens.io import ImageSource, decode_image
 from facelens.pipeline import FaceAnalyzer, source_label
 from facelens.types import Face
 
+TILE, TILE_OVERLAP = 640, 160  # native-resolution tiles for large pictures; faces up to ~160 px may straddle
+TILE_ABOVE = 2400  # pictures with a longer side than this are also scanned in tiles
 DETECT_THRESHOLD = 0.3  # lower than the detector's 0.5: for anonymization a miss costs more than a false hit
 IMAGE_OUTPUTS = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".png": [],
                  ".webp": [cv2.IMWRITE_WEBP_QUALITY, 95], ".bmp": [], ".tif": [], ".tiff": []}
@@ -54,8 +56,8 @@ class Anonymizer:
     `margin` (grows the region, a fraction of the face's size), `keep` (enrolled names to spare: everyone
     else is covered) or `only` (enrolled names to cover: everyone else is left), both with `gallery`;
     `fpir` (how sure an identification must be, the gallery's open-set rule), `det_threshold`, `det_size`.
-    With `keep`, a face is spared only when the gallery names it; with `only`, a face is left only when it is
-    confidently someone else or unknown, so doubt always covers.
+    With `keep`, a face is spared only when the gallery names it; with `only`, a face is left only when the
+    gallery names it as someone else enrolled (unknown faces are covered), so doubt always covers.
     """
 
     def __init__(self, method: str = "blur", level: int = 5, region: str = "head", margin: float = 0.25,
@@ -74,6 +76,7 @@ class Anonymizer:
         self.det_size = det_size
         self.threads = threads
         self._analyzer: FaceAnalyzer | None = None
+        self._tiler: FaceAnalyzer | None = None
         self._threshold: float | None = None
 
     # -- set-up -------------------------------------------------------------------------------------------
@@ -112,6 +115,33 @@ class Anonymizer:
     def selective(self) -> bool:
         return bool(self.keep or self.only)
 
+    def detect(self, pixels: np.ndarray) -> list[Face]:
+        """Every face, however small in however large a picture: the detector's own passes, plus, on pictures
+        larger than it can see whole at full detail, overlapping 640 px tiles at native resolution (the
+        detector's fine pass is capped in pixels, so on a 75 MP photo it would miss 20 px faces)."""
+        faces = self.analyzer.detector_model.detect(pixels)
+        height, width = pixels.shape[:2]
+        if max(height, width) <= TILE_ABOVE:
+            return faces
+        if self._tiler is None:
+            self._tiler = FaceAnalyzer(det_threshold=self.det_threshold, det_size=TILE, threads=self.threads or 1)
+        step = TILE - TILE_OVERLAP
+        for top in range(0, max(1, height - TILE_OVERLAP), step):
+            for left in range(0, max(1, width - TILE_OVERLAP), step):
+                tile = pixels[top : top + TILE, left : left + TILE]
+                if min(tile.shape[:2]) < 32:
+                    continue
+                for face in self._tiler.detector_model.detect(np.ascontiguousarray(tile)):
+                    face.bbox = face.bbox + np.array([left, top, left, top], np.float32)
+                    if face.landmarks is not None:
+                        face.landmarks = face.landmarks + np.array([left, top], np.float32)
+                    faces.append(face)
+        from facelens.detect.scrfd import nms
+
+        boxes = np.stack([f.bbox for f in faces]) if faces else np.zeros((0, 4), np.float32)
+        keep = nms(boxes, np.array([f.det_score for f in faces], np.float32), 0.4) if faces else []
+        return [faces[i] for i in keep]
+
     # -- deciding who is covered ----------------------------------------------------------------------
     def identity(self, face: Face) -> str | None:
         """The enrolled name of an embedded face under the gallery's rule, or None."""
@@ -128,7 +158,9 @@ class Anonymizer:
         if self.keep:
             return not (settled and name in self.keep)
         if self.only:
-            return name in self.only or not settled
+            # left only when confidently someone else who is enrolled: a listed person the gallery fails to
+            # name is "unknown", and unknown faces are covered
+            return name is None or name in self.only or not settled
         return True
 
     def prepare(self, pixels: np.ndarray, faces: list[Face]) -> None:
@@ -147,7 +179,7 @@ class Anonymizer:
         label = source_label(image)
         decoded = decode_image(image, max_side=0)  # full size: the output is the user's picture
         pixels = decoded.pixels
-        faces = self.analyzer.detector_model.detect(pixels)
+        faces = self.detect(pixels)
         self.prepare(pixels, faces)
         covered, spared = [], []
         for face in faces:
@@ -175,9 +207,20 @@ def write_image(target: str | os.PathLike[str], pixels: np.ndarray) -> Path:
     ok, buf = cv2.imencode(path.suffix.lower(), pixels, params)
     if not ok:
         raise ImageError(f"{path}: could not encode the image")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    import tempfile
+
+    # a fresh, unpredictable name opened exclusively: a link planted in the folder cannot redirect the write
+    try:
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(handle, "wb") as fh:
+            fh.write(buf.tobytes())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path
 
 

@@ -49,39 +49,56 @@ def check_cover(method: Any, level: Any, region: Any, margin: Any) -> None:
         raise ConfigError(f"margin must be a number from 0 to 2 (a fraction of the face's size), got {margin!r}")
 
 
+def _face_axes(face: Face) -> tuple[float, np.ndarray]:
+    """The eye line's angle (degrees) and the face's unit "up" vector (from the mouth towards the eyes), in
+    image pixels; an upright face when there are no landmarks."""
+    if face.landmarks is None or len(face.landmarks) < 5:
+        return 0.0, np.array([0.0, -1.0])
+    pts = np.asarray(face.landmarks, np.float64)
+    eyes, mouth = (pts[0] + pts[1]) / 2, (pts[3] + pts[4]) / 2
+    angle = math.degrees(math.atan2(pts[1, 1] - pts[0, 1], pts[1, 0] - pts[0, 0]))
+    up = eyes - mouth
+    norm = float(np.linalg.norm(up))
+    return angle, (up / norm if norm > 1e-6 else np.array([0.0, -1.0]))
+
+
 def head_polygon(face: Face, margin: float) -> np.ndarray:
-    """An ellipse (as a polygon, image pixels) over the whole head of a detected face."""
+    """An ellipse (as a polygon, image pixels) over the whole head of a detected face, at any tilt."""
     x1, y1, x2, y2 = (float(v) for v in face.bbox)
     width, height = x2 - x1, y2 - y1
-    angle = 0.0
-    if face.landmarks is not None and len(face.landmarks) >= 2:
-        (lx, ly), (rx, ry) = face.landmarks[0], face.landmarks[1]
-        angle = math.degrees(math.atan2(ry - ly, rx - lx))
-    # SCRFD's box runs from about the hairline to the chin: the head reaches ~25 % of its height above it
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 - 0.1 * height
-    axes = (width * (0.62 + margin / 2), height * (0.68 + margin / 2))
+    angle, up = _face_axes(face)
+    # SCRFD's box runs from about the hairline to the chin: the head reaches higher, along the face's own "up"
+    size = max(width, height)
+    cx, cy = np.array([(x1 + x2) / 2, (y1 + y2) / 2]) + up * 0.1 * size
+    axes = (size * (0.62 + margin / 2), size * (0.68 + margin / 2))  # a turned face's box is squarer than its head
+    # the ellipse's second axis runs along "up": its angle is the eye line's
     points = cv2.ellipse2Poly((round(cx), round(cy)), (max(1, round(axes[0])), max(1, round(axes[1]))),
                               round(angle), 0, 360, 8)
     return points.astype(np.int32)
 
 
 def face_polygon(face: Face, margin: float) -> np.ndarray | None:
-    """The face's outline from its 106 points, closed over the forehead, grown by `margin`; None without them."""
+    """The face's outline from its 106 points, closed over the forehead, grown by `margin`; None without them
+    or when the outline does not hold the face's own five points (a wrong fit: the head ellipse is used)."""
     points = face.attributes.get("landmarks_106")
     if not isinstance(points, list) or len(points) != 106:
         return None
     pts = np.asarray(points, np.float64)
     jaw = pts[[*range(16, 0, -1), 0, *range(17, 33)]]  # image-left temple, chin, image-right temple
-    brows = np.concatenate([pts[43:52], pts[97:106]])
-    eye_line_y = brows.mean(axis=0)
-    # the forehead: the jaw line mirrored about the brows, squashed to ~60 % (a forehead is shorter than a jaw)
-    chin_drop = jaw - eye_line_y
-    forehead = eye_line_y + chin_drop * np.array([1.0, -0.6])
+    brows = np.concatenate([pts[43:52], pts[97:106]]).mean(axis=0)
+    _, up = _face_axes(face)
+    # the forehead: the jaw line mirrored across the brow line (along the face's own axis, so a tilted face
+    # gets its forehead where it is), squashed to ~60 %: a forehead is shorter than a jaw
+    along = (jaw - brows) @ up
+    forehead = jaw - np.outer(along * 1.6, up)
     outline = np.concatenate([jaw, forehead[::-1]])
     hull = cv2.convexHull(outline.astype(np.float32)).reshape(-1, 2)
     centre = hull.mean(axis=0)
-    grown = centre + (hull - centre) * (1 + margin)
-    return np.round(grown).astype(np.int32)
+    grown = np.round(centre + (hull - centre) * (1 + margin)).astype(np.int32)
+    if face.landmarks is not None and any(
+            cv2.pointPolygonTest(grown.reshape(-1, 1, 2), (float(x), float(y)), False) < 0 for x, y in face.landmarks):
+        return None
+    return grown
 
 
 def region_mask(shape: tuple[int, int], faces: list[Face], region: str, margin: float) -> np.ndarray:

@@ -180,6 +180,8 @@ class AnonymizationVerifier:
                 continue
             if not self._confirmed(original, f.bbox):
                 continue
+            if any(leak.source == source and _iou(np.array(leak.bbox), f.bbox) >= 0.3 for leak in self.report.leaks):
+                continue  # the same face found by both detectors
             self.report.leaks.append(Leak(source, [round(float(v), 1) for v in f.bbox], f.det_score,
                                           _jpeg(anonymized, f.bbox) if self.thumbnails else b""))
 
@@ -252,7 +254,8 @@ originals {data['rank1']} (chance {data['rank1_chance']}); possible leaks (faces
 
 
 def sweep(images: list[str | os.PathLike[str]], settings: list[dict[str, Any]],
-          analyzer: FaceAnalyzer | None = None, on_image: Any = None) -> list[dict[str, Any]]:
+          analyzer: FaceAnalyzer | None = None, on_image: Any = None,
+          errors: list[str] | None = None) -> list[dict[str, Any]]:
     """The verification of every setting (dicts of Anonymizer options: method, level, region, margin) over
     the same images and faces: what `evaluate anonymize` and the benchmark report, method by strength."""
     from facelens.anonymize import DETECT_THRESHOLD
@@ -267,7 +270,9 @@ def sweep(images: list[str | os.PathLike[str]], settings: list[dict[str, Any]],
     for path in images:
         try:
             pixels = load_image(path)
-        except FacelensError:  # an unreadable file is left out of every setting alike
+        except FacelensError as exc:  # an unreadable file is left out of every setting alike
+            if errors is not None:
+                errors.append(str(exc))
             if on_image is not None:
                 on_image(path)
             continue

@@ -84,7 +84,7 @@ def anonymize_video(anonymizer: Anonymizer, source: str | os.PathLike[str], outp
                     on_progress: Callable[[float], None] | None = None,
                     on_frame: Callable[..., None] | None = None) -> VideoAnonymization:
     """Write `output`: `source` with every face covered. `on_frame(index, time, original, covered, faces,
-    mask)` sees each frame as written (`--verify` and the tests use it to look for uncovered faces)."""
+    mask, spared)` sees each frame as written (`--verify` and the tests use it to look for uncovered faces)."""
     from facelens.video.analyzer import same_file
     from facelens.video.decode import VideoError, VideoReader
     from facelens.video.render import VideoEncoder
@@ -106,19 +106,21 @@ def anonymize_video(anonymizer: Anonymizer, source: str | os.PathLike[str], outp
     window: deque[tuple[int, float, np.ndarray, list[tuple[int | None, Face]]]] = deque()
     sightings: dict[int, list[tuple[int, float, Face]]] = {}  # track -> its detections inside the window
     identities: dict[int, _TrackIdentity] = {}
-    detector = anonymizer.analyzer.detector_model
 
     def emit() -> None:
         index, t, pixels, found = window.popleft()
         faces: list[Face] = []
+        spared: list[Face] = []
         on_track: set[int] = set()
         for tid, face in found:
             if tid is not None:
                 on_track.add(tid)
             if tid is None or anonymizer.covers(identities[tid].name, identities[tid].settled):
                 faces.append(face)
+            else:
+                spared.append(face)
         for tid, seen in sightings.items():
-            if tid in on_track:
+            if tid in on_track or any(s[0] == index for s in seen):  # seen here (its first, untracked sighting)
                 continue
             before = [s for s in seen if s[0] < index]
             after = [s for s in seen if s[0] > index]
@@ -143,7 +145,7 @@ def anonymize_video(anonymizer: Anonymizer, source: str | os.PathLike[str], outp
         encoder.write(covered)
         result.faces_covered += len(faces)
         if on_frame is not None:
-            on_frame(index, t, pixels, covered, faces, mask)
+            on_frame(index, t, pixels, covered, faces, mask, spared)
         # sightings older than the longest look-back are no longer needed
         for tid in list(sightings):
             sightings[tid] = [s for s in sightings[tid] if t - s[1] <= max_gap + pad]
@@ -153,7 +155,7 @@ def anonymize_video(anonymizer: Anonymizer, source: str | os.PathLike[str], outp
     try:
         try:
             for frame in reader.frames():
-                faces = detector.detect(frame.pixels)
+                faces = anonymizer.detect(frame.pixels)
                 seen = tracker.update(faces, frame.time)
                 ids = {id(f): tid for tid, f in seen}
                 for tid, first in list(tracker.first_sightings.items()):
@@ -188,6 +190,11 @@ def anonymize_video(anonymizer: Anonymizer, source: str | os.PathLike[str], outp
         reader.close()
         encoder.close()
     result.error = result.error or reader.error
+    if result.error and "still image" in result.error:  # a photo named like a video: no video is made of it
+        from pathlib import Path
+
+        Path(output).unlink(missing_ok=True)
+        raise VideoError(result.error)
     result.tracks = len(identities)
     result.spared_tracks = {tid: i.name for tid, i in identities.items()
                             if i.name is not None and not anonymizer.covers(i.name, i.settled)}

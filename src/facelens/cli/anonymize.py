@@ -48,6 +48,8 @@ def anonymize(
         "--verify", help="measure re-identification and leaks; report in OUT/verification.html (exit 1 if the "
                          "recognizer still matches a face or a face was left uncovered)")] = False,
     det_size: DetSizeOpt = "auto",
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="replace files already in --out (never an input)")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Cover every face (or, with --keep/--only, the chosen people's) in photos and videos; the copies are
@@ -84,6 +86,8 @@ def anonymize(
         clash = next((s for s, _ in sources if same_file(target, s)), None)
         if clash is not None:
             raise fail(f"--out {out_dir}: {target} is the input {clash}; writing it would destroy the original")
+        if (target.exists() or target.is_symlink()) and not overwrite:
+            raise fail(f"--out {out_dir}: {target} already exists (--overwrite replaces files there)")
         plan.append((source, target, is_video))
     gallery = open_gallery(gallery_path) if (keep or only) else None
     anonymizer = Anonymizer(method=method, level=level, region=region, margin=margin, keep=keep or (),
@@ -104,7 +108,8 @@ def anonymize(
                     _image(anonymizer, source, target, verifier)
             except (FacelensError, OSError) as exc:
                 errors += 1
-                message = str(exc) if isinstance(exc, FacelensError) else f"{source}: {exc.strerror or exc}"
+                message = str(exc) if isinstance(exc, FacelensError) else \
+                    f"{exc.filename or source}: {exc.strerror or exc}"
                 err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
                 record = {"source": str(source), "error": message}
             records.append(record)
@@ -160,10 +165,10 @@ def _video(anonymizer: Any, source: Path, target: Path, verifier: Any) -> dict[s
 
     last = [-1e9]
 
-    def check(index: int, time: float, original: Any, covered: Any, faces: list, mask: Any) -> None:
+    def check(index: int, time: float, original: Any, covered: Any, faces: list, mask: Any, spared: list) -> None:
         if time - last[0] >= VERIFY_EVERY_S:
             last[0] = time
-            verifier.add(f"{source}@{time:.2f}s", original, covered, faces, mask=mask)
+            verifier.add(f"{source}@{time:.2f}s", original, covered, faces, spared, mask=mask)
 
     result = anonymize_video(anonymizer, source, target, on_frame=check if verifier is not None else None)
     return result.to_dict()

@@ -422,17 +422,23 @@ def evaluate_anonymize_cmd(
 
     chosen = _parse_list(methods, str, "--methods")
     steps = _parse_list(levels, int, "--levels")
+    if not chosen or not steps:
+        raise fail("--methods and --levels must name at least one each")
     settings = []
     for method in chosen:
         for level in ([5] if method == "fill" else steps):
             check_cover(method, level, region, 0.25)
             settings.append({"method": method, "level": level, "region": region})
     paths = expand_paths(images)
+    errors: list[str] = []
     with progress_bar(len(paths), "anonymizing and checking") as advance:
-        table = sweep(paths, settings, FaceAnalyzer(threads=2), on_image=lambda p: advance(None))  # type: ignore[arg-type]
+        table = sweep(paths, settings, FaceAnalyzer(threads=2), on_image=lambda p: advance(None),  # type: ignore[arg-type]
+                      errors=errors)
+    for message in errors:
+        err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
     if json_out:
-        print_json({"settings": table})
-        raise typer.Exit(EXIT_OK)
+        print_json({"settings": table, "errors": errors})
+        raise typer.Exit(EXIT_ERROR if errors else EXIT_OK)
     if not table or not table[0]["faces"]:
         raise fail("no face found in these photos at the detector's threshold")
     grid = Table("method", "level", "faces", "mean similarity", "max", "re-identified (FAR 1e-3)", "rank-1",
@@ -442,3 +448,4 @@ def evaluate_anonymize_cmd(
                      f"{row['mean_similarity']:.3f}", f"{row['max_similarity']:.3f}",
                      f"{100 * row['reidentification_rate']:.1f} %", f"{100 * (row['rank1'] or 0):.1f} %")
     out.print(grid)
+    raise typer.Exit(EXIT_ERROR if errors else EXIT_OK)

@@ -80,9 +80,12 @@ async def anonymize(
     done = await service.run(work)
     result = done["result"]
     if format != "json":
-        return Response(done["bytes"], media_type=f"image/{format}",
-                        headers={"X-Faces-Covered": str(len(result.covered)),
-                                 "X-Faces-Spared": str(len(result.spared))})
+        headers = {"X-Faces-Covered": str(len(result.covered)), "X-Faces-Spared": str(len(result.spared))}
+        if "verification" in done:  # the check travels in headers when the body is the image itself
+            check = done["verification"]
+            headers.update({"X-Reidentified": str(check["reidentified"]), "X-Leaks": str(len(check["leaks"])),
+                            "X-Max-Similarity": str(check["max_similarity"])})
+        return Response(done["bytes"], media_type=f"image/{format}", headers=headers)
     body = {**result.to_dict(), "source": "upload", "setting": {"method": method, "level": level, "region": region,
                                                                "margin": margin},
             "image": "data:image/jpeg;base64," + base64.b64encode(done["bytes"]).decode()}
