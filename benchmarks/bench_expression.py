@@ -8,7 +8,7 @@ Rows per model (all through facelens, `facelens.evaluate.attributes.evaluate_exp
 - `photos` on the same faces pasted into larger photos (enlarged to 96-192 px at a random place in a 640x480
   cut of the fixtures' non-face images; seeded): the photo path, detector + the crop rule.
 PublicTest is FER-2013's validation split; facelens's own model was trained on Training only and never selected
-on PublicTest (fixed schedule, last epoch). Writes the "expression" section of RESULTS.md.
+on PublicTest (fixed schedule, the last epoch of the second cycle). Writes the "expression" section of RESULTS.md.
 
     .venv/bin/python benchmarks/bench_expression.py [--limit 500] [--models expression,expression-fer]
 """
@@ -119,9 +119,14 @@ def render(results: list[dict], meta: dict) -> str:
     train = ROOT / ".cache" / "train-expression" / "log.json"
     if train.exists():
         log = json.loads(train.read_text())
-        per_epoch = ", ".join(f"{e['publictest']['flip']['accuracy'] * 100:.1f}" for e in log["log"])
-        lines += ["", f"Training (`scripts/train_expression.py`, seed {log['args']['seed']}): {len(log['log'])} "
-                  f"epochs, {log['wall_s'] / 60:.0f} min on {log['machine']} (torch {log['torch']}, CPU). PublicTest "
+        epochs = [e for e in log["log"] if "epoch" in e]
+        restarts = [e["restart_after_epoch"] for e in log["log"] if "restart_after_epoch" in e]
+        per_epoch = ", ".join(f"{e['publictest']['flip']['accuracy'] * 100:.1f}" for e in epochs)
+        restart = (f"; a warm restart (a new cosine cycle at half the peak rate) after epoch "
+                   f"{', '.join(map(str, restarts))}") if restarts else ""
+        lines += ["", f"Training (`scripts/train_expression.py`, seed {log['args']['seed']}): {len(epochs)} "
+                  f"epochs{restart}, {log['wall_s'] / 60:.0f} min on {log['machine']} (torch {log['torch']}, CPU; "
+                  "the machine was running other work for much of it, ~7.5 min an epoch when idle). PublicTest "
                   f"accuracy with flip averaging after each epoch (monitoring only): {per_epoch}."]
     return "\n".join(lines)
 
