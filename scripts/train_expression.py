@@ -224,6 +224,8 @@ def train(args: argparse.Namespace) -> None:
         gen.set_state(state["gen"])
         start_epoch, step, log = state["epoch"], state["step"], state["log"]
         print(f"resumed after epoch {start_epoch}", flush=True)
+        if "cycle" in state and not args.restart:  # an interrupted restart cycle goes on where it stopped
+            cycle_start, cycle_peak, total, warmup = state["cycle"]
         if args.restart:
             # a warm restart (SGDR): a new, shorter cosine cycle from the finished model; the checkpoint that
             # ends each cycle is kept as a snapshot, so the cycles' models can be averaged (snapshot ensemble)
@@ -261,7 +263,8 @@ def train(args: argparse.Namespace) -> None:
         print(json.dumps(entry), flush=True)
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
                     "epoch": epoch + 1, "step": step, "log": log, "args": {k: str(v) if isinstance(v, Path) else v
-                                                                  for k, v in vars(args).items()}},
+                                                                  for k, v in vars(args).items()},
+                    "cycle": (cycle_start, cycle_peak, total, warmup)},
                    resume)
     torch.save(torch.load(resume, weights_only=False), out / f"snapshot-e{args.epochs}.pt")
     write_log(out, log, vars(args), torch.__version__)
