@@ -17,6 +17,7 @@ from facelens.anonymize import Anonymizer
 from facelens.anonymize.verify import AnonymizationVerifier
 from facelens.errors import ConfigError, NotFoundError
 from facelens.gallery import Gallery
+from facelens.types import box_iou
 
 from .conftest import data_root, read_csv
 from .test_cli import run as run_cli
@@ -69,7 +70,7 @@ def test_keep_spares_the_consenting_person_and_covers_everyone_else(data, tmp_pa
     # --only: the listed person and anyone unknown are covered; only someone else enrolled is left
     only = Anonymizer(only=["obama"], gallery=gallery, threads=2).anonymize(str(group))
     assert [name for _, name in only.spared] == ["biden"]
-    assert any(_iou(f.bbox, spared.bbox) > 0.9 for f in only.covered) and len(only.covered) >= 2
+    assert any(box_iou(f.bbox, spared.bbox) > 0.9 for f in only.covered) and len(only.covered) >= 2
     with pytest.raises(NotFoundError):
         Anonymizer(keep=["nobody"], gallery=gallery).check()
     with pytest.raises(ConfigError):
@@ -95,11 +96,6 @@ def test_small_faces_in_a_huge_picture_and_tilted_faces_are_covered(data):
             face = max(result.covered, key=lambda f: f.det_score)
             assert all(result.mask[int(y), int(x)] for x, y in face.landmarks), (angle, region)
 
-
-def _iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
 
 
 def test_metadata_is_gone_and_bad_inputs_are_clear_errors(data, tmp_path):
@@ -175,7 +171,7 @@ def test_video_has_no_frame_with_an_uncovered_face(tmp_path):
             x1, y1, x2, y2 = (max(0, int(v)) for v in face.bbox)
             # a face found in the output where the original had one too, not under a cover: a leak (a "face"
             # only in the output is the detector seeing one in a hand beside a blurred head, not a person)
-            if (mask[y1:y2, x1:x2] > 0).mean() < 0.5 and any(_iou(face.bbox, b.bbox) > 0.3 for b in before):
+            if (mask[y1:y2, x1:x2] > 0).mean() < 0.5 and any(box_iou(face.bbox, b.bbox) > 0.3 for b in before):
                 uncovered.append((index, face.bbox.tolist()))
 
     out = tmp_path / "anon.mp4"

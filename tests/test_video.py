@@ -16,6 +16,7 @@ import pytest
 
 from facelens import FaceAnalyzer
 from facelens.gallery import Gallery
+from facelens.types import box_iou
 from facelens.video import VideoAnalyzer, VideoError, VideoReader, process_video
 
 from .conftest import data_root
@@ -107,13 +108,8 @@ def test_faces_per_sampled_frame_match_the_image_detector(clips):
             still = [f.bbox for f in image_detector.detect(pixels)]
             assert len(per_frame[index]) == len(still), (name, index)
             for box in per_frame[index]:
-                assert max(_iou(box, other) for other in still) > 0.99
+                assert max(box_iou(box, other) for other in still) > 0.99
 
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
 
 
 def _frame_at(path: Path, seconds: float) -> np.ndarray:

@@ -191,6 +191,15 @@ def _from_array(arr: np.ndarray, label: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file (links, hard links and relative paths included): an output that
+    is one of the inputs must be refused, whatever it is called."""
+    try:
+        return Path(a).exists() and Path(b).exists() and os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return Path(a).resolve() == Path(b).resolve()
+
+
 def expand_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = True,
                  confine_to: str | os.PathLike[str] | None = None, videos: bool = False) -> list[Path]:
     """Files as given, folders replaced by the images (and with `videos`, the videos) inside them (sorted).

@@ -16,6 +16,14 @@ import numpy as np
 POINT_ATTRIBUTES = frozenset({"dlib_shape5", "landmarks_106", "landmarks_68"})
 
 
+def box_iou(a: Any, b: Any) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes (arrays or lists)."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union) if union > 0 else 0.0
+
+
 @dataclass
 class Face:
     """What is known about one face in one image.

@@ -31,8 +31,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facelens.gallery import face_thumbnail
 from facelens.pipeline import FaceAnalyzer
-from facelens.types import Face
+from facelens.types import Face, box_iou
 
 VERIFY_FAR = 1e-3
 FACE_THRESHOLD = 0.5  # the detector's own cut: what counts as a face in the figures (covering goes lower)
@@ -95,23 +96,6 @@ class VerificationReport:
         }
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return float(w * h / union) if union > 0 else 0.0
-
-
-def _jpeg(pixels: np.ndarray, bbox: np.ndarray, side: int = 96) -> bytes:
-    x1, y1, x2, y2 = (round(float(v)) for v in bbox)
-    crop = pixels[max(0, y1):max(y1 + 1, y2), max(0, x1):max(x1 + 1, x2)]
-    if crop.size == 0:
-        return b""
-    ok, buf = cv2.imencode(".jpg", cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA),
-                           [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return buf.tobytes() if ok else b""
-
-
 def leak_detectors(det_size: int | str = "auto") -> list[FaceAnalyzer]:
     """SCRFD, plus dlib's HOG where the dlib extra is installed: a second detector with other blind spots."""
     detectors = [FaceAnalyzer(det_threshold=FACE_THRESHOLD, det_size=det_size, threads=1)]
@@ -157,7 +141,7 @@ class AnonymizationVerifier:
             before = self._embedding(original, face.landmarks)
             after = self._embedding(anonymized, face.landmarks)
             similarity = float(before @ after)
-            again = [f for f in found if _iou(f.bbox, face.bbox) >= 0.3 and f.landmarks is not None
+            again = [f for f in found if box_iou(f.bbox, face.bbox) >= 0.3 and f.landmarks is not None
                      and len(f.landmarks) == 5]
             for f in again:
                 redetected = self._embedding(anonymized, f.landmarks)
@@ -165,7 +149,8 @@ class AnonymizationVerifier:
                     similarity, after = float(before @ redetected), redetected
             self._originals.append(before)
             self._anonymized.append(after)
-            thumbs = (_jpeg(original, face.bbox), _jpeg(anonymized, face.bbox)) if self.thumbnails else (b"", b"")
+            thumbs = (face_thumbnail(original, face), face_thumbnail(anonymized, face)) if self.thumbnails \
+                else (b"", b"")
             self.report.faces.append(FaceCheck(source, [round(float(v), 1) for v in face.bbox], similarity,
                                                similarity >= self.threshold, bool(again), thumbs))
         if not self.leaks:
@@ -176,14 +161,14 @@ class AnonymizationVerifier:
             x1, y1, x2, y2 = (round(float(v)) for v in f.bbox)
             inside = mask[max(0, y1):max(0, y2), max(0, x1):max(0, x2)] if mask is not None else None
             covered_share = float((inside > 0).mean()) if inside is not None and inside.size else 0.0
-            if covered_share >= 0.5 or any(_iou(f.bbox, k) >= 0.3 for k in kept):
+            if covered_share >= 0.5 or any(box_iou(f.bbox, k) >= 0.3 for k in kept):
                 continue
             if not self._confirmed(original, f.bbox):
                 continue
-            if any(leak.source == source and _iou(np.array(leak.bbox), f.bbox) >= 0.3 for leak in self.report.leaks):
+            if any(leak.source == source and box_iou(np.array(leak.bbox), f.bbox) >= 0.3 for leak in self.report.leaks):
                 continue  # the same face found by both detectors
             self.report.leaks.append(Leak(source, [round(float(v), 1) for v in f.bbox], f.det_score,
-                                          _jpeg(anonymized, f.bbox) if self.thumbnails else b""))
+                                          face_thumbnail(anonymized, f) if self.thumbnails else b""))
 
     def _confirmed(self, pixels: np.ndarray, bbox: np.ndarray) -> bool:
         """A second look at a candidate, in the original picture: SCRFD on the region enlarged so the face is
@@ -201,7 +186,7 @@ class AnonymizationVerifier:
         crop = cv2.resize(pixels[top:bottom, left:right], None, fx=scale, fy=scale,
                           interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
         target = np.array([(x1 - left) * scale, (y1 - top) * scale, (x2 - left) * scale, (y2 - top) * scale])
-        return any(_iou(f.bbox, target) >= 0.3 for f in self._detectors[0].detector_model.detect(crop))
+        return any(box_iou(f.bbox, target) >= 0.3 for f in self._detectors[0].detector_model.detect(crop))
 
     def finish(self, setting: dict[str, Any] | None = None) -> VerificationReport:
         report = self.report

@@ -85,7 +85,7 @@ def anonymize_video(anonymizer: Anonymizer, source: str | os.PathLike[str], outp
                     on_frame: Callable[..., None] | None = None) -> VideoAnonymization:
     """Write `output`: `source` with every face covered. `on_frame(index, time, original, covered, faces,
     mask, spared)` sees each frame as written (`--verify` and the tests use it to look for uncovered faces)."""
-    from facelens.video.analyzer import same_file
+    from facelens.io import same_file
     from facelens.video.decode import VideoError, VideoReader
     from facelens.video.render import VideoEncoder
     from facelens.video.track import FaceTracker

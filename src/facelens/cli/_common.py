@@ -86,6 +86,20 @@ def run_batch(analyzer: FaceAnalyzer, inputs: Sequence[str], embed: bool, label:
         return analyzer.analyze_batch(paths, embed=embed, on_result=advance)
 
 
+def unique_path(path: Path, used: set[Path], suffix: str) -> Path:
+    """`path`, or `stem-2<suffix>`, `stem-3<suffix>`... when an earlier output of the same run took it: inputs
+    named alike in different folders must not write over each other's outputs. `suffix` is the part the
+    command appended (".annotated.mp4", ".jpg"); the number goes before it."""
+    if not path.name.endswith(suffix):
+        suffix = path.suffix
+    candidate, n = path, 1
+    while candidate in used:
+        n += 1
+        candidate = path.with_name(f"{path.name[: len(path.name) - len(suffix)]}-{n}{suffix}")
+    used.add(candidate)
+    return candidate
+
+
 def report_errors(results: list[ImageResult]) -> int:
     failed = [r for r in results if not r.ok]
     for r in failed:

@@ -22,6 +22,7 @@ from facelens.cli._common import (
     out,
     print_json,
     progress_bar,
+    unique_path,
 )
 from facelens.errors import FacelensError
 
@@ -55,8 +56,7 @@ def anonymize(
     """Cover every face (or, with --keep/--only, the chosen people's) in photos and videos; the copies are
     written to --out without any metadata (EXIF GPS, camera serials, embedded thumbnails)."""
     from facelens.anonymize import Anonymizer
-    from facelens.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-    from facelens.video.analyzer import same_file
+    from facelens.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, same_file
 
     sources: list[tuple[Path, Path]] = []  # (file, its path relative to the output folder)
     for raw in inputs:
@@ -78,11 +78,7 @@ def anonymize(
         is_video = suffix in VIDEO_SUFFIXES
         keep_suffix = suffix in (VIDEO_KEEP if is_video else IMAGE_KEEP)
         target = out_dir / (relative if keep_suffix else relative.with_suffix(".mp4" if is_video else ".png"))
-        n = 1
-        while target in seen:
-            n += 1
-            target = target.with_name(f"{relative.stem}-{n}{target.suffix}")
-        seen.add(target)
+        target = unique_path(target, seen, target.suffix)
         clash = next((s for s, _ in sources if same_file(target, s)), None)
         if clash is not None:
             raise fail(f"--out {out_dir}: {target} is the input {clash}; writing it would destroy the original")

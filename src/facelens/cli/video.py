@@ -20,6 +20,7 @@ from facelens.cli._common import (
     fail,
     open_gallery,
     out,
+    unique_path,
 )
 from facelens.errors import FacelensError
 
@@ -50,8 +51,8 @@ def video(
     """Find, track and (with a gallery) identify the faces in videos: one line per track with its person
     (or unknown), time span and best frame's quality. Exit 2 if a video could not be read (a broken file
     still gives the timeline up to the break)."""
+    from facelens.io import same_file
     from facelens.video import VideoAnalyzer
-    from facelens.video.analyzer import same_file
     from facelens.video.decode import is_live_source, is_video_path
 
     if det_size % 32:
@@ -75,8 +76,9 @@ def video(
     used: set[Path] = set()
     plan = []
     for source in inputs:
-        target = _unique(_target(annotated, source, ".annotated.mp4"), used) if annotated else None
-        sheet_path = _unique(_target(sheet, source, ".people.png"), used) if sheet else None
+        target = unique_path(_target(annotated, source, ".annotated.mp4"), used, ".annotated.mp4") \
+            if annotated else None
+        sheet_path = unique_path(_target(sheet, source, ".people.png"), used, ".people.png") if sheet else None
         plan.append((source, target, sheet_path))
     outputs = [(o, "--out", ".mp4 .mov .mkv") for _, o, _ in plan if o is not None]
     outputs += [(s_, "--contact-sheet", ".png .jpg .jpeg") for _, _, s_ in plan if s_ is not None]
@@ -153,16 +155,6 @@ def _target(option: Path, source: str, suffix: str) -> Path:
         stem = Path(source).stem if not source.startswith(("rtsp:", "http", "webcam:", "/dev/")) else "stream"
         return option / f"{stem}{suffix}"
     return option
-
-
-def _unique(path: Path, used: set[Path]) -> Path:
-    """Two inputs named alike (a/clip.mp4, b/clip.mp4) must not write over each other's outputs."""
-    candidate, n = path, 1
-    while candidate in used:
-        n += 1
-        candidate = path.with_name(f"{path.name.split('.')[0]}-{n}{''.join(path.suffixes)}")
-    used.add(candidate)
-    return candidate
 
 
 def _run(analyzer: Any, source: str, gallery: Any, target: Path | None, max_seconds: float | None,

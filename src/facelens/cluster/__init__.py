@@ -28,6 +28,7 @@ from facelens.io import VIDEO_SUFFIXES, decode_image, expand_paths, sha256_file
 from facelens.models.registry import threshold_for
 from facelens.pipeline import FaceAnalyzer
 from facelens.sqlite import SQLiteDatabase, private_file
+from facelens.types import box_iou
 
 DB_NAME = "collection.sqlite"
 MIN_FACE_PX = 32  # shorter box side below which a face is set aside: too small to recognise reliably
@@ -469,13 +470,6 @@ class Collection:
         return json_path, html_path
 
 
-def _box_iou(a: list[float], b: list[float]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 0.0
-
-
 def _enrolled_face(conn: Any, digest: str | None, box: list[float]) -> tuple[int, int, str] | None:
     """(face id, person id, name) of a gallery face from the same image whose box overlaps `box`."""
     if not digest:
@@ -484,7 +478,7 @@ def _enrolled_face(conn: Any, digest: str | None, box: list[float]) -> tuple[int
                         "WHERE f.image_sha256=?", (digest,)).fetchall()
     for face_id, person_id, name, bbox in rows:
         # a face enrolled from a whole photo without a box, or with an overlapping one, is this face
-        if not bbox or _box_iou(json.loads(bbox), box) > 0.5:
+        if not bbox or box_iou(json.loads(bbox), box) > 0.5:
             return int(face_id), int(person_id), str(name)
     return None
 

@@ -14,13 +14,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from facelens.analysis.landmarks import semantic_points
 from facelens.analysis.pose import solve_pose
 from facelens.analysis.quality import FaceQuality, pose_angle, pose_score, size_score
 from facelens.errors import ConfigError
+from facelens.io import same_file
 from facelens.pipeline import FaceAnalyzer
 from facelens.types import Face
 from facelens.video.decode import Frame, VideoError, VideoInfo, VideoReader
@@ -287,14 +287,6 @@ class VideoAnalyzer:
             track.person, track.person_id = None, None
             track.similarity = matches[0].similarity if matches else None
         return track.person != before or before is None
-
-
-def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """Whether two paths name one file (links, hard links and relative paths included)."""
-    try:
-        return Path(a).exists() and Path(b).exists() and os.path.samefile(a, b)
-    except (OSError, ValueError):
-        return Path(a).resolve() == Path(b).resolve()
 
 
 def process_video(source: str | int | os.PathLike[str], gallery: Any = None,

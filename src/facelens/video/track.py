@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facelens.types import Face
+from facelens.types import Face, box_iou
 
 BEST_FRAMES = 5  # frames averaged into a track's embedding
 SAME_TRACK_MIN_SIMILARITY = 0.2  # below this a face is someone else's (arcface-mbf impostors: ~0.0 +- 0.1)
@@ -225,9 +225,3 @@ class FaceTracker:
         self._untracked = untracked
         return out
 
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return float(w * h / union) if union > 0 else 0.0
