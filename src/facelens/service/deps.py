@@ -209,6 +209,52 @@ Enroll = Annotated[ApiKey, Depends(require("enroll"))]
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 
 
+def under_photos_root(service: Service, relative: Any, kind: str) -> Any:
+    """The real path of `relative` under the server's photos root, a "folder" or a "file": 403 when the server
+    has no root, 422 for a path that is not a string of 1-4096 characters, 404 when it leads outside the root
+    (links followed) or is not that kind of thing."""
+    from pathlib import Path
+
+    root = service.config.photos_root
+    if root is None:
+        raise ApiError(403, "forbidden", "this server was started without --photos-root")
+    if not isinstance(relative, str) or not relative:
+        raise ApiError(422, "invalid_request", "path must be a non-empty string")
+    if len(relative) > 4096:
+        raise ApiError(422, "invalid_request", "path is longer than 4096 characters")
+    try:
+        target = (root / relative).resolve()
+        inside = target.is_relative_to(Path(root).resolve()) and (target.is_dir() if kind == "folder"
+                                                                   else target.is_file())
+    except (OSError, ValueError):  # a NUL byte, a name too long for the file system, a link loop
+        inside = False
+    if not inside:
+        raise ApiError(404, "not_found", f"{relative[:200]!r} is not a {kind} under the photos root")
+    return target
+
+
+MAX_PENDING_VIDEO_JOBS = 4  # each waiting upload holds a temporary file: a queue must not fill the disk
+
+
+def check_video_queue(service: Service) -> None:
+    """429 when the video jobs (analysis and anonymization share the one job worker) are at their bound."""
+    if service.jobs.pending("video") + service.jobs.pending("anonymize-video") >= MAX_PENDING_VIDEO_JOBS:
+        raise ApiError(429, "too_many_jobs", f"{MAX_PENDING_VIDEO_JOBS} video jobs are already waiting or running; "
+                                             "try again when one has finished")
+
+
+def save_upload(data: bytes) -> Any:
+    """An uploaded video in a private temporary file (the job that reads it deletes it)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    handle, name = tempfile.mkstemp(prefix="facelens-video-", suffix=".video")
+    with os.fdopen(handle, "wb") as fh:
+        fh.write(data)
+    return Path(name)
+
+
 async def read_images(request: Request, names: tuple[str, ...], limit: int) -> dict[str, bytes]:
     """The named images from a multipart form or a JSON body of base64 strings."""
     content_type = request.headers.get("content-type", "")

@@ -100,28 +100,12 @@ class JobRunner:
 
     def start_video(self, source: Path, fps: float, gallery: Any, cleanup: bool, label: str | None) -> Job:
         """A video job; `cleanup`: the source is an uploaded temporary file, deleted when the job ends."""
-        job = Job(id=uuid.uuid4().hex, kind="video")
-        self.jobs[job.id] = job
-        if cleanup:
-            self._uploads[job.id] = source
-        self._pool.submit(self._video, job, source, fps, gallery, cleanup, label)
-        return job
 
-    def _video(self, job: Job, source: Path, fps: float, gallery: Any, cleanup: bool, label: str | None) -> None:
-        job.status = "running"
-        try:
-            from facelens.video import VideoAnalyzer, VideoReader
+        def work(job: Job, limit: float, advance: Any) -> None:
+            from facelens.video import VideoAnalyzer
 
-            with VideoReader(source) as probe:
-                job.total = round(probe.info.duration or 0.0, 2) if probe.info else 0
-
-            def advance(seconds: float) -> None:
-                job.done = round(seconds, 2)
-
-            analyzer = VideoAnalyzer(fps=fps, threads=1)
-            limit = self.service.config.max_video_seconds
-            job.total = min(job.total, limit) if job.total else job.total
-            result = analyzer.process(source, gallery=gallery, on_progress=advance, max_seconds=limit)
+            result = VideoAnalyzer(fps=fps, threads=1).process(source, gallery=gallery, on_progress=advance,
+                                                               max_seconds=limit)
             job.result = result.to_dict()
             # an upload's temporary path means nothing to the client (and is the server's business)
             job.result["source"] = label or "upload"
@@ -133,38 +117,49 @@ class JobRunner:
                 job.result["error"] = job.result["error"].replace(str(source), label or "upload")
             if gallery is not None and job.result.get("gallery"):
                 job.result["gallery"].pop("path", None)
-            job.status = "done"
-        except (FacelensError, OSError) as exc:
-            message = str(exc).replace(str(source), label or "upload")  # never a server temp path
-            job.status, job.error = "failed", message
-            log.warning("video job %s failed: %s", job.id, message)
-        except Exception as exc:  # a job must end, never stay "running" with its error lost
-            job.status, job.error = "failed", f"internal error ({type(exc).__name__})"
-            log.exception("video job %s failed", job.id)
-        finally:
-            if cleanup:
-                source.unlink(missing_ok=True)
-                self._uploads.pop(job.id, None)
-            job.finished = time.time()
-            self._forget_old()
+
+        return self._start_video_job("video", source, label or "upload", cleanup, work)
 
     def start_anonymize_video(self, source: Path, options: dict[str, Any]) -> Job:
         """Anonymize an uploaded video (a temporary file, deleted when the job ends) into a server-side file
         the client downloads from GET /v1/anonymize/jobs/{id}/video."""
-        job = Job(id=uuid.uuid4().hex, kind="anonymize-video")
-        self.jobs[job.id] = job
-        self._uploads[job.id] = source
-        self._pool.submit(self._anonymize_video, job, source, options)
-        return job
 
-    def _anonymize_video(self, job: Job, source: Path, options: dict[str, Any]) -> None:
-        import tempfile
+        def work(job: Job, limit: float, advance: Any) -> None:
+            import tempfile
 
-        job.status = "running"
-        target = Path(tempfile.mkstemp(prefix="facelens-anonymized-", suffix=".mp4")[1])
-        try:
             from facelens.anonymize import Anonymizer
             from facelens.anonymize.video import anonymize_video
+
+            target = Path(tempfile.mkstemp(prefix="facelens-anonymized-", suffix=".mp4")[1])
+            try:
+                result = anonymize_video(Anonymizer(**options), source, target, max_seconds=limit,
+                                         on_progress=advance)
+            except BaseException:
+                target.unlink(missing_ok=True)
+                raise
+            job.result = result.to_dict()
+            job.result.update(source="upload", output=f"/v1/anonymize/jobs/{job.id}/video")
+            if job.result.get("error"):
+                job.result["error"] = job.result["error"].replace(str(source), "upload")
+            self.outputs[job.id] = target
+            for old in list(self.outputs)[:-MAX_KEPT_OUTPUTS]:
+                self.outputs.pop(old).unlink(missing_ok=True)
+
+        return self._start_video_job("anonymize-video", source, "upload", True, work)
+
+    def _start_video_job(self, kind: str, source: Path, label: str, cleanup: bool, work: Any) -> Job:
+        job = Job(id=uuid.uuid4().hex, kind=kind)
+        self.jobs[job.id] = job
+        if cleanup:
+            self._uploads[job.id] = source
+        self._pool.submit(self._run_video_job, job, source, label, cleanup, work)
+        return job
+
+    def _run_video_job(self, job: Job, source: Path, label: str, cleanup: bool, work: Any) -> None:
+        """What every video job shares: its length for the progress (capped by --max-video-seconds), errors
+        with the server's paths hidden, and the upload removed however the job ends."""
+        job.status = "running"
+        try:
             from facelens.video import VideoReader
 
             with VideoReader(source) as probe:
@@ -175,26 +170,18 @@ class JobRunner:
             def advance(seconds: float) -> None:
                 job.done = round(seconds, 2)
 
-            result = anonymize_video(Anonymizer(**options), source, target, max_seconds=limit, on_progress=advance)
-            job.result = result.to_dict()
-            job.result.update(source="upload", output=f"/v1/anonymize/jobs/{job.id}/video")
-            if job.result.get("error"):
-                job.result["error"] = job.result["error"].replace(str(source), "upload")
-            self.outputs[job.id] = target
-            for old in list(self.outputs)[:-MAX_KEPT_OUTPUTS]:
-                self.outputs.pop(old).unlink(missing_ok=True)
+            work(job, limit, advance)
             job.status = "done"
         except (FacelensError, OSError) as exc:
-            target.unlink(missing_ok=True)
-            job.status, job.error = "failed", str(exc).replace(str(source), "upload")
-            log.warning("anonymize job %s failed: %s", job.id, job.error)
+            job.status, job.error = "failed", str(exc).replace(str(source), label)  # never a server temp path
+            log.warning("%s job %s failed: %s", job.kind, job.id, job.error)
         except Exception as exc:  # a job must end, never stay "running" with its error lost
-            target.unlink(missing_ok=True)
             job.status, job.error = "failed", f"internal error ({type(exc).__name__})"
-            log.exception("anonymize job %s failed", job.id)
+            log.exception("%s job %s failed", job.kind, job.id)
         finally:
-            source.unlink(missing_ok=True)
-            self._uploads.pop(job.id, None)
+            if cleanup:
+                source.unlink(missing_ok=True)
+                self._uploads.pop(job.id, None)
             job.finished = time.time()
             self._forget_old()
 

@@ -2,17 +2,14 @@
 result without metadata, optionally with the recognizer's check of what is left."""
 
 import base64
-import os
-import tempfile
 import threading
-from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import cv2
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
-from facelens.service.deps import ApiError, Read, ServiceDep, image_body, read_images
+from facelens.service.deps import ApiError, Read, ServiceDep, check_video_queue, image_body, read_images, save_upload
 
 router = APIRouter()
 _LOCK = threading.Lock()
@@ -111,7 +108,6 @@ async def anonymize_video(
     no metadata)."""
     from facelens.anonymize import Anonymizer
     from facelens.anonymize.cover import check_cover
-    from facelens.service.routers.video import MAX_PENDING_VIDEO_JOBS
 
     check_cover(method, level, region, margin)
     options: dict[str, Any] = {"method": method, "level": level, "region": region, "margin": margin,
@@ -120,14 +116,8 @@ async def anonymize_video(
         options["gallery"] = service.gallery
         Anonymizer(**options).check()  # unknown names: 404 now, not a failed job later
     data = (await read_images(request, ("video",), service.upload_limit))["video"]
-    pending = service.jobs.pending("anonymize-video") + service.jobs.pending("video")
-    if pending >= MAX_PENDING_VIDEO_JOBS:
-        raise ApiError(429, "too_many_jobs", f"{MAX_PENDING_VIDEO_JOBS} video jobs are already waiting or running; "
-                                             "try again when one has finished")
-    handle, name = tempfile.mkstemp(prefix="facelens-video-", suffix=".video")
-    with os.fdopen(handle, "wb") as fh:
-        fh.write(data)
-    return service.jobs.start_anonymize_video(FilePath(name), options).to_dict()
+    check_video_queue(service)  # no await between it and the job's start
+    return service.jobs.start_anonymize_video(save_upload(data), options).to_dict()
 
 
 @router.get("/v1/anonymize/jobs/{job_id}", tags=["anonymize"])

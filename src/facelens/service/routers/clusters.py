@@ -8,7 +8,18 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from facelens.service.deps import Admin, ApiError, BodyId, Enroll, FaceId, Faces, Read, Service, ServiceDep
+from facelens.service.deps import (
+    Admin,
+    ApiError,
+    BodyId,
+    Enroll,
+    FaceId,
+    Faces,
+    Read,
+    Service,
+    ServiceDep,
+    under_photos_root,
+)
 from facelens.service.keys import ApiKey
 
 router = APIRouter()
@@ -42,16 +53,7 @@ class NameBody(BaseModel):
 @router.post("/v1/cluster", tags=["clusters"], status_code=202)
 async def start_cluster(body: ClusterJob, _: Admin, service: ServiceDep) -> dict[str, Any]:
     """Cluster a server-side photo folder (under the configured photos root) as a background job."""
-    root = service.config.photos_root
-    if root is None:
-        raise ApiError(403, "forbidden", "this server was started without --photos-root")
-    try:
-        target = (root / body.root).resolve()
-        inside = target.is_relative_to(root.resolve()) and target.is_dir()
-    except (OSError, ValueError):  # a NUL byte, a name too long for the file system, a link loop
-        inside = False
-    if not inside:
-        raise ApiError(404, "not_found", f"{body.root[:200]!r} is not a folder under the photos root")
+    target = under_photos_root(service, body.root, "folder")
     if body.far not in (1e-2, 1e-3, 1e-4):
         raise ApiError(400, "invalid_parameter", "far must be 1e-2, 1e-3 or 1e-4")
     return service.jobs.start_cluster(target, body.far).to_dict()

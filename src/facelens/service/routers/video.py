@@ -2,17 +2,23 @@
 job; the job's result is the timeline `facelens video --json` writes."""
 
 import json
-import os
-import tempfile
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from facelens.service.deps import ApiError, Read, ServiceDep, image_body, read_images
+from facelens.service.deps import (
+    ApiError,
+    Read,
+    ServiceDep,
+    check_video_queue,
+    image_body,
+    read_images,
+    save_upload,
+    under_photos_root,
+)
 
 router = APIRouter()
-MAX_PENDING_VIDEO_JOBS = 4  # each waiting upload holds a temporary file: a queue must not fill the disk
 Fps = Annotated[float, Query(ge=0, le=60, description="frames analysed per second of video (0: every frame)")]
 
 
@@ -44,22 +50,15 @@ async def start_video(request: Request, key: Read, service: ServiceDep, fps: Fps
         if isinstance(payload, dict) and "path" in payload and "video" in payload:
             raise ApiError(422, "invalid_request", "give the video (base64) or a path, not both")
         if isinstance(payload, dict) and "path" in payload:
-            source, label = _under_photos_root(service, payload["path"]), payload["path"]
+            source, label = under_photos_root(service, payload["path"], "file"), payload["path"]
             if source.suffix.lower() not in VIDEO_EXTENSIONS:
                 raise ApiError(422, "invalid_request", f"{source.name!r} is not a video file (by its extension)")
-    cleanup = False
-    if source is None:
-        data = (await read_images(request, ("video",), service.upload_limit))["video"]
-        handle, name = tempfile.mkstemp(prefix="facelens-video-", suffix=".video")
-        with os.fdopen(handle, "wb") as fh:
-            fh.write(data)
-        source, cleanup = FilePath(name), True
+    data = None if source is not None else (await read_images(request, ("video",), service.upload_limit))["video"]
     # checked with no await between it and the job's start: concurrent requests cannot all slip through
-    if service.jobs.pending("video") >= MAX_PENDING_VIDEO_JOBS:
-        if cleanup:
-            source.unlink(missing_ok=True)
-        raise ApiError(429, "too_many_jobs", f"{MAX_PENDING_VIDEO_JOBS} video jobs are already waiting or running; "
-                                             "try again when one has finished")
+    check_video_queue(service)
+    cleanup = data is not None
+    if data is not None:
+        source = save_upload(data)
     gallery = None
     if identify:
         from facelens.gallery import DB_NAME
@@ -67,24 +66,6 @@ async def start_video(request: Request, key: Read, service: ServiceDep, fps: Fps
         if (service.config.gallery / DB_NAME).exists():
             gallery = service.gallery
     return service.jobs.start_video(source, fps, gallery, cleanup, label=label).to_dict()
-
-
-def _under_photos_root(service: Any, relative: Any) -> FilePath:
-    root = service.config.photos_root
-    if root is None:
-        raise ApiError(403, "forbidden", "this server was started without --photos-root")
-    if not isinstance(relative, str) or not relative:
-        raise ApiError(422, "invalid_request", "path must be a non-empty string")
-    if len(relative) > 4096:
-        raise ApiError(422, "invalid_request", "path is longer than 4096 characters")
-    try:
-        target = (root / relative).resolve()
-        inside = target.is_relative_to(root.resolve()) and target.is_file()
-    except (OSError, ValueError):
-        inside = False
-    if not inside:
-        raise ApiError(404, "not_found", f"{relative[:200]!r} is not a file under the photos root")
-    return target
 
 
 @router.get("/v1/video/jobs/{job_id}", tags=["video"])
