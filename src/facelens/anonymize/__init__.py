@@ -78,6 +78,7 @@ class Anonymizer:
         self._analyzer: FaceAnalyzer | None = None
         self._tiler: FaceAnalyzer | None = None
         self._threshold: float | None = None
+        self._checked = False  # check() has passed: a batch of thousands checks once, not per picture
 
     # -- set-up -------------------------------------------------------------------------------------------
     def check(self) -> None:
@@ -88,21 +89,15 @@ class Anonymizer:
         if (self.keep or self.only) and self.gallery is None:
             raise ConfigError("--keep and --only need a gallery the named people are enrolled in")
         if self.gallery is not None and (self.keep or self.only):
-            from facelens.gallery.openset import check_fpir
-
-            check_fpir(self.fpir)
-            self.gallery._existing()
+            self._threshold = self.gallery.threshold_for_search(self.analyzer.recognizer, self.fpir).threshold
             for name in self.keep + self.only:
                 self.gallery.person(name)  # NotFoundError naming it: a typo must not spare or expose anyone
-            if self.gallery.recognizer and self.gallery.recognizer != self.analyzer.recognizer:
-                raise ConfigError(f"the gallery holds {self.gallery.recognizer} embeddings; anonymization "
-                                  f"identifies with {self.analyzer.recognizer}")
-            self._threshold = self.gallery.decision_threshold(self.fpir).threshold
         self.analyzer.check_models(embed=bool(self.keep or self.only))
         if self.region == "face":
             from facelens.models.store import model_path
 
             model_path("landmarks-2d106")
+        self._checked = True
 
     @property
     def analyzer(self) -> FaceAnalyzer:
@@ -175,7 +170,8 @@ class Anonymizer:
     # -- images ---------------------------------------------------------------------------------------
     def anonymize(self, image: ImageSource) -> AnonymizedImage:
         """Every face of one image covered (or spared as asked); boxes in the image's pixels."""
-        self.check()
+        if not self._checked:
+            self.check()
         label = source_label(image)
         decoded = decode_image(image, max_side=0)  # full size: the output is the user's picture
         pixels = decoded.pixels

@@ -183,13 +183,19 @@ class Collection:
                 reason = f"quality {face.attributes['quality']['score']:.2f} below {self.min_quality:.2f}"
             rows.append((json.dumps([round(float(v), 1) for v in face.bbox]), float(face.det_score),
                          np.asarray(face.embedding, np.float32).tobytes(), thumb, reason))
+        self._store(path, digest, rows, analyzer.recognizer)
+        return {"status": "added", "faces": len(rows), "set_aside": sum(r[4] is not None for r in rows)}
+
+    def _store(self, path: Path, digest: str, rows: list[tuple[Any, ...]], recognizer: str,
+               error: str | None = None) -> None:
+        """One file and its faces (bbox JSON, det score, embedding bytes, thumbnail, set-aside reason), in one
+        transaction: a crash leaves the file either fully in the collection or not at all."""
         with self.db.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('recognizer', ?)", (analyzer.recognizer,))
-            image_id = conn.execute("INSERT INTO images (path, sha256, faces, added) VALUES (?, ?, ?, ?)",
-                                    (str(path), digest, len(rows), time.time())).lastrowid
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('recognizer', ?)", (recognizer,))
+            image_id = conn.execute("INSERT INTO images (path, sha256, faces, error, added) VALUES (?, ?, ?, ?, ?)",
+                                    (str(path), digest, len(rows), error, time.time())).lastrowid
             conn.executemany("INSERT INTO faces (image_id, bbox, det_score, embedding, thumbnail, set_aside) "
                              "VALUES (?, ?, ?, ?, ?, ?)", [(image_id, *r) for r in rows])
-        return {"status": "added", "faces": len(rows), "set_aside": sum(r[4] is not None for r in rows)}
 
     def _add_video(self, path: Path, digest: str, analyzer: FaceAnalyzer) -> dict[str, Any]:
         """One face row per track of the video: the track's quality-weighted embedding of its best frames,
@@ -207,12 +213,7 @@ class Collection:
                 reason = f"quality {track.best_quality:.2f} below {self.min_quality:.2f}"
             rows.append((json.dumps(best.bbox), 1.0, np.asarray(track.embedding, np.float32).tobytes(),
                          track.thumbnail, reason))
-        with self.db.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('recognizer', ?)", (analyzer.recognizer,))
-            image_id = conn.execute("INSERT INTO images (path, sha256, faces, error, added) VALUES (?, ?, ?, ?, ?)",
-                                    (str(path), digest, len(rows), result.error, time.time())).lastrowid
-            conn.executemany("INSERT INTO faces (image_id, bbox, det_score, embedding, thumbnail, set_aside) "
-                             "VALUES (?, ?, ?, ?, ?, ?)", [(image_id, *r) for r in rows])
+        self._store(path, digest, rows, analyzer.recognizer, result.error)
         entry: dict[str, Any] = {"status": "added", "faces": len(rows), "tracks": len(rows),
                                  "set_aside": sum(r[4] is not None for r in rows)}
         if result.error:

@@ -523,6 +523,16 @@ class Gallery:
         return [Identification(face, self.search(face.embedding, top_k), decision.threshold, decision)  # type: ignore[arg-type]
                 for face in analyzer.analyze(image)]
 
+    def threshold_for_search(self, recognizer: str, fpir: float = DEFAULT_FPIR) -> OpenSetThreshold:
+        """For a caller that embeds faces itself (video tracks, anonymization): the gallery must exist (a missing
+        one is an error, not "everyone unknown") and hold `recognizer`'s embeddings; its open-set threshold."""
+        fpir = check_fpir(fpir)
+        self._existing()
+        if self.recognizer and self.recognizer != recognizer:
+            raise ConfigError(f"the gallery holds {self.recognizer} embeddings; {recognizer} embeddings cannot "
+                              "search it")
+        return self.decision_threshold(fpir)
+
     def decision_threshold(self, fpir: float = DEFAULT_FPIR) -> OpenSetThreshold:
         """The open-set threshold for this gallery's current size at `fpir`."""
         faces, people = self.size()

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from facelens.analysis.landmarks import semantic_points
-from facelens.analysis.pose import solve_pose
+from facelens.analysis.pose import HeadPose
 from facelens.analysis.quality import FaceQuality, pose_angle, pose_score, size_score
 from facelens.errors import ConfigError
 from facelens.io import same_file
@@ -124,13 +123,7 @@ class VideoAnalyzer:
         analyzer = self.face_analyzer()
         analyzer.check_models(embed=True)
         if gallery is not None:
-            from facelens.gallery.openset import check_fpir
-
-            check_fpir(self.fpir)
-            gallery._existing()  # a missing gallery is an error, not "everyone unknown"
-            if gallery.recognizer and gallery.recognizer != analyzer.recognizer:
-                raise ConfigError(f"the gallery holds {gallery.recognizer} embeddings; this video analyzer uses "
-                                  f"{analyzer.recognizer}")
+            gallery.threshold_for_search(analyzer.recognizer, self.fpir)
         return analyzer
 
     def face_analyzer(self) -> FaceAnalyzer:
@@ -156,7 +149,7 @@ class VideoAnalyzer:
         info = reader.open()
         result = VideoResult(str(source), info)
         if gallery is not None:
-            decision = gallery.decision_threshold(self.fpir)
+            decision = gallery.threshold_for_search(analyzer.recognizer, self.fpir)
             result.gallery = {"path": str(getattr(gallery, "path", "")), **decision.to_dict()}
         writer = None
         if output is not None:
@@ -182,7 +175,6 @@ class VideoAnalyzer:
 
         try:
             for frame in reader.frames(keep_all=writer is not None):
-                result.frames_decoded = reader.frames_decoded
                 if not frame.sampled:
                     writer.add(frame)  # type: ignore[union-attr]
                     continue
@@ -196,7 +188,7 @@ class VideoAnalyzer:
                 faces = [f for f in faces if min(f.width, f.height) >= self.min_face]
                 seen = tracker.update(faces, frame.time)
                 self._update_tracks(frame, seen, tracks, shot, analyzer, quality, result, tracker)
-                if gallery is not None and decision is not None:
+                if decision is not None:
                     for tid, _ in seen:
                         track = tracks[tid]
                         gain = track.best_quality - track.identified_quality
@@ -228,7 +220,7 @@ class VideoAnalyzer:
         if max_seconds is not None:
             result.seconds = min(result.seconds, max_seconds)
         result.error = reader.error or interrupted
-        if gallery is not None and decision is not None:
+        if decision is not None:
             for track in finished:  # the final embedding may be better than when it was last identified
                 if track.embedding is not None and track.best_quality > track.identified_quality:
                     self._identify(track, gallery, decision.threshold)
@@ -242,7 +234,7 @@ class VideoAnalyzer:
     def _update_tracks(self, frame: Frame, seen: list[tuple[int, Face]], tracks: dict[int, TrackState], shot: int,
                        analyzer: FaceAnalyzer, quality: FaceQuality, result: VideoResult,
                        tracker: FaceTracker) -> None:
-        height, width = frame.pixels.shape[:2]
+        HeadPose().annotate(frame.pixels, [face for _, face in seen])  # from the five points: cheap
         to_embed: list[tuple[TrackState, Face]] = []
         for tid, face in seen:
             track = tracks.get(tid)
@@ -251,9 +243,7 @@ class VideoAnalyzer:
                 track = tracks[tid] = TrackState(tid, shot, frame.time if first is None else first[0], frame.time)
                 if first is not None:
                     track.frames += 1
-            points = semantic_points(face)
-            pose = solve_pose(points[0], width, height) if points else {}
-            face.attributes["pose"] = pose
+            pose = face.attributes["pose"]
             track.observe(frame.time, face)
             # the quality a face could reach: recognizability is at most 1, size and pose are known now
             angle = pose_angle(pose["yaw"], pose["pitch"]) if "yaw" in pose else 0.0
