@@ -166,13 +166,9 @@ class FaceTracker:
         self.fps = fps
         self.lost_seconds = lost_seconds
         self.kind = kind
-        self._tracker: Any = None
-        self._ids: dict[int, int] = {}
         self.next_id = 1
-        # the library returns a new track's first detection untracked (id -1) and names the track on its
-        # second: those detections are kept one update so a new track can claim its true first sighting
-        self._untracked: list[tuple[float, Face]] = []
         self.first_sightings: dict[int, tuple[float, Face]] = {}
+        self.reset()
 
     def _new(self) -> Any:
         import trackers
@@ -190,9 +186,11 @@ class FaceTracker:
 
     def reset(self) -> None:
         """A scene cut: every track ends; faces after it start new ones."""
-        self._tracker = None
-        self._ids = {}
-        self._untracked = []
+        self._tracker: Any = None
+        self._ids: dict[int, int] = {}
+        # the library returns a new track's first detection untracked (id -1) and names the track on its
+        # second: those detections are kept one update so a new track can claim its true first sighting
+        self._untracked: list[tuple[float, Face]] = []
 
     def update(self, faces: list[Face], time: float) -> list[tuple[int, Face]]:
         """(track id, face) for each face the tracker placed on a track. Every detection starts one (the
