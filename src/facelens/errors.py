@@ -25,6 +25,10 @@ class ConfigError(FacelensError):
     """A bad parameter: unknown model name, out-of-range value, incompatible combination."""
 
 
+class LicenceError(ConfigError):
+    """A model the active profile may not open (the licence-clean profile and a non-commercial model)."""
+
+
 class QualityError(FacelensError):
     """A face too poor for the operation asked (below a quality floor); the message says which part."""
 

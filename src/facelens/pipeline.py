@@ -25,6 +25,7 @@ from facelens.errors import ConfigError, FacelensError
 from facelens.io import Decoded, ImageSource, decode_image, load_image
 from facelens.models.registry import REQUIRES
 from facelens.models.store import model_path
+from facelens.profile import default_detector, default_recognizer
 from facelens.types import Face, ImageResult
 
 # decode_size when not given: with det_size "auto" the fine pass looks for ~24 px faces, which a JPEG
@@ -70,20 +71,21 @@ class FaceAnalyzer:
 
     def __init__(
         self,
-        detector: str = "scrfd-500m",
-        recognizer: str = "arcface-mbf",
+        detector: str | None = None,
+        recognizer: str | None = None,
         threads: int | None = None,
         flip: bool = False,
         det_size: int | str = AUTO,
-        det_threshold: float = 0.5,
+        det_threshold: float | None = None,
         min_face: float = 0.0,
         decode_size: int | None = None,
         attributes: Sequence[str] = (),
         crops: bool = False,
         attribute_options: dict[str, dict[str, Any]] | None = None,
     ) -> None:
-        self.detector = detector
-        self.recognizer = recognizer
+        # None: the active profile's model (`facelens.profile`), fixed here so the analyzer keeps it
+        self.detector = detector or default_detector()
+        self.recognizer = recognizer or default_recognizer()
         self.threads = threads
         self.flip = flip
         self.det_size = det_size
@@ -106,11 +108,12 @@ class FaceAnalyzer:
     def detector_model(self) -> Detector:
         if self._detector is None:
             det_size = parse_det_size(self.det_size)
-            if not 0.0 < self.det_threshold < 1.0:
-                raise ConfigError(f"det_threshold must be between 0 and 1, got {self.det_threshold}")
+            threshold = self.det_threshold
+            if threshold is not None and not (isinstance(threshold, int | float) and 0.0 < threshold < 1.0):
+                raise ConfigError(f"det_threshold must be between 0 and 1, got {threshold}")
             params: dict[str, Any] = {"min_face": self.min_face, "det_size": det_size}
-            if self.detector == "scrfd-500m":
-                params.update(score_threshold=self.det_threshold)
+            if self.detector in {"scrfd-500m", "yunet"} and threshold is not None:
+                params.update(score_threshold=threshold)  # None: the detector's own calibrated default
             self._detector = create_detector(self.detector, **params)
         return self._detector
 

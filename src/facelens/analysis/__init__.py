@@ -17,6 +17,7 @@ from facelens.errors import ConfigError
 # name -> (module, class); the order is the order they run in (pose after landmarks, ...)
 ATTRIBUTES: dict[str, tuple[str, str]] = {
     "landmarks": ("facelens.analysis.landmarks", "Landmarks106"),
+    "landmarks468": ("facelens.analysis.landmarks", "LandmarksMesh"),
     "landmarks68": ("facelens.analysis.landmarks", "Landmarks68"),
     "pose": ("facelens.analysis.pose", "HeadPose"),
     "quality": ("facelens.analysis.quality", "FaceQuality"),
@@ -30,10 +31,14 @@ DEFAULT_ATTRIBUTES = ("landmarks", "pose", "quality", "expression", "age-gender"
 
 
 def create_attribute(name: str, **options: Any) -> FaceAttribute:
-    """An attribute model by name (see `ATTRIBUTES`), with its constructor's options."""
+    """An attribute model by name (see `ATTRIBUTES`), with its constructor's options. The active profile
+    may answer a name with its own model of the same thing (the clean profile: "landmarks" is FaceMesh,
+    "expression" the fer model), see `facelens.profile`."""
     import importlib
 
-    module, cls = ATTRIBUTES[resolve([name])[0]]
+    from facelens.profile import active_profile
+
+    module, cls = ATTRIBUTES[active_profile().substitute(resolve([name])[0])]
     try:
         return getattr(importlib.import_module(module), cls)(**options)
     except TypeError as exc:

@@ -1,4 +1,5 @@
-"""Dense landmarks: InsightFace 2d106det (106 points, default) or dlib's 68-point shape predictor.
+"""Dense landmarks: InsightFace 2d106det (106 points, default), MediaPipe FaceMesh (468 points, the clean
+profile's) or dlib's 68-point shape predictor.
 
 Point layout of 2d106det (indices read off the model's output on the fixture photos; "left" = image
 left): 0 chin, 1-16 image-left jaw (top to chin), 17-32 image-right jaw, 33-42 image-left eye,
@@ -24,6 +25,13 @@ LAYOUT_106 = {"left_eye": list(range(33, 43)), "right_eye": list(range(87, 97)),
               "mouth_left": [52], "mouth_right": [61], "chin": [0]}
 LAYOUT_68 = {"left_eye": list(range(36, 42)), "right_eye": list(range(42, 48)), "nose_tip": [30],
              "mouth_left": [48], "mouth_right": [54], "chin": [8]}
+# FaceMesh's canonical mesh indices ("left" = image left, i.e. the subject's right)
+MESH_LEFT_EYE = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]
+MESH_RIGHT_EYE = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
+MESH_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+LAYOUT_468 = {"left_eye": MESH_LEFT_EYE, "right_eye": MESH_RIGHT_EYE, "nose_tip": [1], "mouth_left": [61],
+              "mouth_right": [291], "chin": [152]}
 LAYOUT_5 = {"left_eye": [0], "right_eye": [1], "nose_tip": [2], "mouth_left": [3], "mouth_right": [4]}
 
 
@@ -68,6 +76,65 @@ class Landmarks106(FaceAttribute):
         return [np.round(p, 2).tolist() for p in self.points(image, faces)]
 
 
+class LandmarksMesh(FaceAttribute):
+    """MediaPipe FaceMesh: 468 points (x, y; the model's z is depth relative to the face, not kept) from a
+    192×192 RGB crop in [0, 1], the box enlarged 1.5× and turned so the eyes are level, as MediaPipe's own
+    graph frames it (its ROI from a detection: the eyes' angle, a square 1.5× the box). Apache-2.0: the clean
+    profile's dense landmarks. Faces without five points are framed upright."""
+
+    name = "landmarks_468"
+    models = ("facemesh",)
+    min_face = 16.0
+    input_size = 192
+
+    def __init__(self) -> None:
+        self._local = threading.local()  # a TFLite interpreter is not thread-safe: one per thread
+
+    def _interpreter(self) -> Any:
+        interp = getattr(self._local, "interpreter", None)
+        if interp is None:
+            from facelens.errors import FacelensError
+
+            try:
+                from ai_edge_litert.interpreter import Interpreter
+            except ImportError:
+                raise FacelensError("FaceMesh needs ai-edge-litert; run `pip install ai-edge-litert`") from None
+            interp = Interpreter(model_path=str(model_path("facemesh")), num_threads=1)
+            interp.allocate_tensors()
+            self._local.interpreter = interp
+        return interp
+
+    def crop(self, image: np.ndarray, face: Face) -> tuple[np.ndarray, np.ndarray]:
+        """The 192×192 crop and the 2×3 matrix that maps it back to the image."""
+        x1, y1, x2, y2 = (float(v) for v in face.bbox)
+        centre = ((x1 + x2) / 2, (y1 + y2) / 2)
+        angle = 0.0
+        if face.landmarks is not None and len(face.landmarks) == 5:
+            (lx, ly), (rx, ry) = np.asarray(face.landmarks, np.float64)[:2]
+            angle = float(np.degrees(np.arctan2(ry - ly, rx - lx)))
+        matrix = cv2.getRotationMatrix2D(centre, angle, self.input_size / (max(x2 - x1, y2 - y1) * 1.5))
+        matrix[:, 2] += np.array([self.input_size / 2 - centre[0], self.input_size / 2 - centre[1]])
+        crop = cv2.warpAffine(image, matrix, (self.input_size, self.input_size), borderValue=0)
+        return crop, cv2.invertAffineTransform(matrix)
+
+    def points(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        """(N, 468, 2) points in the image's pixels."""
+        interp = self._interpreter()
+        inp = interp.get_input_details()[0]["index"]
+        out = interp.get_output_details()[0]["index"]
+        result = []
+        for face in faces:
+            crop, inverse = self.crop(image, face)
+            interp.set_tensor(inp, np.ascontiguousarray(crop[None, :, :, ::-1], dtype=np.float32) / 255.0)
+            interp.invoke()
+            pts = interp.get_tensor(out).reshape(-1, 3)[:, :2].astype(np.float64)
+            result.append(pts @ inverse[:, :2].T + inverse[:, 2])
+        return np.stack(result) if result else np.zeros((0, 468, 2))
+
+    def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:
+        return [np.round(p, 2).tolist() for p in self.points(image, faces)]
+
+
 class Landmarks68(FaceAttribute):
     """dlib's 68-point shape predictor (iBUG 300-W markup). Its training data is licensed for
     non-commercial use only; needs the `dlib` extra."""
@@ -97,7 +164,7 @@ class Landmarks68(FaceAttribute):
 
 def semantic_points(face: Face) -> tuple[dict[str, np.ndarray], str] | None:
     """Eye centres, nose tip, mouth corners (and chin) from the densest landmarks the face has."""
-    for key, layout in (("landmarks_106", LAYOUT_106), ("landmarks_68", LAYOUT_68)):
+    for key, layout in (("landmarks_106", LAYOUT_106), ("landmarks_468", LAYOUT_468), ("landmarks_68", LAYOUT_68)):
         value = face.attributes.get(key)
         if isinstance(value, list):
             pts = np.asarray(value, np.float64)
@@ -105,4 +172,22 @@ def semantic_points(face: Face) -> tuple[dict[str, np.ndarray], str] | None:
     if face.landmarks is not None and len(face.landmarks) == 5:
         pts = np.asarray(face.landmarks, np.float64)
         return {name: pts[idx].mean(axis=0) for name, idx in LAYOUT_5.items()}, "landmarks_5"
+    return None
+
+
+def dense_landmarks() -> FaceAttribute:
+    """The active profile's dense landmark model: 2d106det, or FaceMesh in the clean profile."""
+    from facelens.profile import active_profile
+
+    return LandmarksMesh() if active_profile().substitute("landmarks") == "landmarks468" else Landmarks106()
+
+
+def eye_rings(face: Face) -> tuple[np.ndarray, np.ndarray] | None:
+    """(image-left eye ring, image-right eye ring) from the face's dense landmarks, or None."""
+    for key, n, (left, right) in (("landmarks_106", 106, (LAYOUT_106["left_eye"], LAYOUT_106["right_eye"])),
+                                  ("landmarks_468", 468, (MESH_LEFT_EYE, MESH_RIGHT_EYE))):
+        value = face.attributes.get(key)
+        if isinstance(value, list) and len(value) == n:
+            pts = np.asarray(value, np.float64)
+            return pts[left], pts[right]
     return None

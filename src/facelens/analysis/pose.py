@@ -114,10 +114,10 @@ def _solve_from_frontal_guess(model: np.ndarray, image: np.ndarray, cam: np.ndar
 
 
 class HeadPose(FaceAttribute):
-    """Yaw, pitch, roll from the densest landmarks the face carries (106, 68, else the detector's 5)."""
+    """Yaw, pitch, roll from the densest landmarks the face carries (106, 468, 68, else the detector's 5)."""
 
     name = "pose"
-    requires = ("landmarks_106",)
+    requires = ("landmarks_106", "landmarks_468")  # either, when asked for
 
     def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:
         height, width = image.shape[:2]

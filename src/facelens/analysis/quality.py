@@ -48,6 +48,7 @@ from facelens.types import Face
 
 IOD_NONE, IOD_FULL = 4.0, float(ARCFACE_TEMPLATE[1, 0] - ARCFACE_TEMPLATE[0, 0])  # 35.2 px
 POSE_FREE = 30.0  # degrees from frontal that cost nothing
+QUALITY_RECOGNIZERS = ("arcface-mbf", "sface")  # those with a shipped reference (scripts/build_ui_centre.py)
 QUALITY_FLOOR = 0.25  # see README "Face quality": enrollment refuses and clustering sets aside below this
 
 _UI: dict[str, np.ndarray] = {}
@@ -55,10 +56,11 @@ _UI_LOCK = threading.Lock()
 
 
 def raw_embeddings(crops: np.ndarray, model: str = "arcface-mbf") -> np.ndarray:
-    """Un-normalised ArcFace outputs of (N, 112, 112, 3) BGR crops: the recognizer's own pass."""
-    from facelens.embed.arcface import ArcFace
+    """Un-normalised outputs of (N, 112, 112, 3) BGR ArcFace-aligned crops: the recognizer's own pass
+    (arcface-mbf or sface: both take the five-point 112 px crop)."""
+    from facelens.embed import create_recognizer
 
-    return ArcFace(model=model).embed_crops_raw(crops)[1]
+    return create_recognizer(model).embed_crops_raw(crops)[1]  # type: ignore[attr-defined]
 
 
 def unrecognisable_reference(model: str = "arcface-mbf") -> np.ndarray:
@@ -146,10 +148,22 @@ class FaceQuality(FaceAttribute):
     """Quality in [0, 1] and its parts; needs the five detector landmarks (and uses pose if present)."""
 
     name = "quality"
-    models = ("arcface-mbf",)
 
-    def __init__(self, model: str = "arcface-mbf") -> None:
-        self.model = model
+    def __init__(self, model: str | None = None) -> None:
+        self.model = model  # None: the active profile's recognizer (arcface-mbf, or sface in the clean profile)
+
+    @property
+    def models(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.recognizer,)
+
+    @property
+    def recognizer(self) -> str:
+        from facelens.profile import default_recognizer
+
+        model = self.model or default_recognizer()
+        if model not in QUALITY_RECOGNIZERS:
+            raise ConfigError(f"face quality reads the embeddings of {' or '.join(QUALITY_RECOGNIZERS)}, not {model}")
+        return model
 
     def measure(self, image: np.ndarray, faces: list[Face]) -> list[Any]:
         out: list[Any] = [None] * len(faces)
@@ -160,14 +174,15 @@ class FaceQuality(FaceAttribute):
             return out
         crops = np.stack([norm_crop(image, faces[i].landmarks) for i in usable])
         # the pipeline's own pass gave the same crop's output already when it embedded with this model
-        rows = [faces[i].raw_embedding if faces[i].recognizer == self.model else None for i in usable]
+        model = self.recognizer
+        rows = [faces[i].raw_embedding if faces[i].recognizer == model else None for i in usable]
         todo = [j for j, row in enumerate(rows) if row is None]
         if todo:
-            for j, row in zip(todo, raw_embeddings(crops[todo], self.model), strict=True):
+            for j, row in zip(todo, raw_embeddings(crops[todo], model), strict=True):
                 rows[j] = row
         plain = np.stack(rows).astype(np.float32)
-        centre, destroyed, clear = quality_reference(self.model)
-        recog = recognizability(plain, unrecognisable_reference(self.model), centre)
+        centre, destroyed, clear = quality_reference(model)
+        recog = recognizability(plain, unrecognisable_reference(model), centre)
         recog = anchored_scale(recog, destroyed, clear)
         height, width = image.shape[:2]
         for j, i in enumerate(usable):

@@ -94,9 +94,9 @@ class Anonymizer:
                 self.gallery.person(name)  # NotFoundError naming it: a typo must not spare or expose anyone
         self.analyzer.check_models(embed=bool(self.keep or self.only))
         if self.region == "face":
-            from facelens.models.store import model_path
+            from facelens.analysis.landmarks import dense_landmarks
 
-            model_path("landmarks-2d106")
+            dense_landmarks().check_models()
         self._checked = True
 
     @property
@@ -159,13 +159,13 @@ class Anonymizer:
         return True
 
     def prepare(self, pixels: np.ndarray, faces: list[Face]) -> None:
-        """Embeddings (for --keep/--only) and the 106 points (for the face-shaped region) the faces need."""
+        """Embeddings (for --keep/--only) and the dense landmarks (for the face-shaped region) the faces need."""
         if self.selective and faces:
             self.analyzer.embed(pixels, faces)
         if self.region == "face" and faces:
-            from facelens.analysis.landmarks import Landmarks106
+            from facelens.analysis.landmarks import dense_landmarks
 
-            Landmarks106().annotate(pixels, faces)
+            dense_landmarks().annotate(pixels, faces)
 
     # -- images ---------------------------------------------------------------------------------------
     def anonymize(self, image: ImageSource) -> AnonymizedImage:

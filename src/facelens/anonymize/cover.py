@@ -28,6 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facelens.analysis.landmarks import MESH_OVAL
 from facelens.errors import ConfigError
 from facelens.types import Face
 
@@ -78,8 +79,12 @@ def head_polygon(face: Face, margin: float) -> np.ndarray:
 
 
 def face_polygon(face: Face, margin: float) -> np.ndarray | None:
-    """The face's outline from its 106 points, closed over the forehead, grown by `margin`; None without them
-    or when the outline does not hold the face's own five points (a wrong fit: the head ellipse is used)."""
+    """The face's outline from its dense landmarks (106 points: the jaw, closed over the forehead; FaceMesh's
+    468: its face oval, which runs over the forehead itself), grown by `margin`; None without them or when the
+    outline does not hold the face's own five points (a wrong fit: the head ellipse is used)."""
+    mesh = face.attributes.get("landmarks_468")
+    if isinstance(mesh, list) and len(mesh) == 468:
+        return _grown_hull(np.asarray(mesh, np.float64)[MESH_OVAL], face, margin)
     points = face.attributes.get("landmarks_106")
     if not isinstance(points, list) or len(points) != 106:
         return None
@@ -91,7 +96,10 @@ def face_polygon(face: Face, margin: float) -> np.ndarray | None:
     # gets its forehead where it is), squashed to ~60 %: a forehead is shorter than a jaw
     along = (jaw - brows) @ up
     forehead = jaw - np.outer(along * 1.6, up)
-    outline = np.concatenate([jaw, forehead[::-1]])
+    return _grown_hull(np.concatenate([jaw, forehead[::-1]]), face, margin)
+
+
+def _grown_hull(outline: np.ndarray, face: Face, margin: float) -> np.ndarray | None:
     hull = cv2.convexHull(outline.astype(np.float32)).reshape(-1, 2)
     centre = hull.mean(axis=0)
     grown = np.round(centre + (hull - centre) * (1 + margin)).astype(np.int32)

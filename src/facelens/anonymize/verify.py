@@ -263,9 +263,9 @@ def sweep(images: list[str | os.PathLike[str]], settings: list[dict[str, Any]],
             continue
         faces = detector.detector_model.detect(pixels)
         if any(s.get("region") == "face" for s in settings) and faces:
-            from facelens.analysis.landmarks import Landmarks106
+            from facelens.analysis.landmarks import dense_landmarks
 
-            Landmarks106().annotate(pixels, faces)
+            dense_landmarks().annotate(pixels, faces)
         for setting, verifier in zip(settings, verifiers, strict=True):
             out, mask = cover_faces(pixels, faces, **setting)
             verifier.add(str(path), pixels, out, faces, mask=mask)

@@ -171,9 +171,9 @@ def anonymize_video(anonymizer: Anonymizer, source: str | os.PathLike[str], outp
                         identity.names.append(anonymizer.identity(face))
                         identity.last_check = frame.time
                 if anonymizer.region == "face" and faces:
-                    from facelens.analysis.landmarks import Landmarks106
+                    from facelens.analysis.landmarks import dense_landmarks
 
-                    Landmarks106().annotate(frame.pixels, faces)
+                    dense_landmarks().annotate(frame.pixels, faces)
                 window.append((frame.index, frame.time, frame.pixels, [(ids.get(id(f)), f) for f in faces]))
                 result.frames += 1
                 result.seconds = frame.time

@@ -34,7 +34,14 @@ app.add_typer(serve.keys_app, name="keys")
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="print the version and exit", is_eager=True)] = False,
+    profile: Annotated[str | None, typer.Option(
+        "--profile", help="default (most accurate) or clean (only models licensed for commercial use); also "
+                          "FACELENS_PROFILE. May be given anywhere on the line")] = None,
 ) -> None:
+    if profile is not None:
+        from facelens.profile import set_profile
+
+        set_profile(profile)
     if version:
         from facelens import __version__
 
@@ -42,9 +49,25 @@ def _root(
         raise typer.Exit(EXIT_OK)
 
 
+def profile_first(argv: list[str]) -> list[str]:
+    """`--profile X` moved to the front, where the root command reads it, from wherever it was given
+    (`facelens detect --profile clean a.jpg` reads as naturally as `facelens --profile clean detect a.jpg`)."""
+    args = list(argv)
+    end = args.index("--") if "--" in args else len(args)
+    for i, arg in enumerate(args[:end]):
+        if arg == "--profile" and i + 1 < end:
+            return [arg, args[i + 1], *args[:i], *args[i + 2 :]]
+        if arg.startswith("--profile="):
+            return [arg, *args[:i], *args[i + 1 :]]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every error a user can cause ends as one line and exit code 2, never a traceback."""
+    import sys
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = profile_first(sys.argv[1:] if argv is None else argv)
     try:
         # without standalone mode click returns the code of a typer.Exit instead of raising it
         code = app(args=argv, standalone_mode=False)

@@ -32,8 +32,10 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR, EXIT_UNDECIDED = 0, 1, 2, 3
 PROGRESS_MIN_FILES = 6
 
-DetectorOpt = Annotated[str, typer.Option("--detector", help="scrfd-500m, dlib-hog or dlib-cnn")]
-RecognizerOpt = Annotated[str, typer.Option("--recognizer", help="arcface-mbf or dlib-resnet")]
+DetectorOpt = Annotated[str | None, typer.Option(
+    "--detector", help="scrfd-500m, yunet, dlib-hog or dlib-cnn (default: the profile's)")]
+RecognizerOpt = Annotated[str | None, typer.Option(
+    "--recognizer", help="arcface-mbf, sface or dlib-resnet (default: the profile's)")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=0, help="images processed at once (0: all CPUs)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 FlipOpt = Annotated[bool, typer.Option("--flip", help="average each embedding with its mirror image's")]
@@ -133,7 +135,7 @@ def open_gallery(path: Path | None, recognizer: str | None = None, min_quality: 
     gallery = Gallery(path, analyzer, min_quality=min_quality)
     if analyzer is None and det_size != "auto":
         # the recognizer is the one the gallery is bound to (or the default for a new gallery)
-        gallery.analyzer = FaceAnalyzer(recognizer=gallery.recognizer or "arcface-mbf", threads=1, det_size=det_size)
+        gallery.analyzer = FaceAnalyzer(recognizer=gallery.recognizer, threads=1, det_size=det_size)
     _OPEN_GALLERIES.append(gallery)  # closed by main(): the search index is saved once, at exit
     return gallery
 

@@ -57,7 +57,7 @@ def cluster(
         from facelens.pipeline import FaceAnalyzer
 
         bound = collection.db.meta("recognizer") if (out_dir / "collection.sqlite").exists() else None
-        collection.analyzer = FaceAnalyzer(recognizer=bound or "arcface-mbf", det_size=det_size)
+        collection.analyzer = FaceAnalyzer(recognizer=bound, det_size=det_size)
     if min_quality is not None:
         collection.min_quality = min_quality
     if not root.is_dir():

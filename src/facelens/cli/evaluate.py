@@ -18,6 +18,7 @@ from facelens.cli._common import (
     DetectorOpt,
     FlipOpt,
     JsonOpt,
+    RecognizerOpt,
     ThreadsOpt,
     err,
     escape,
@@ -58,7 +59,7 @@ def _parse_list(text: str, convert: Callable[[str], Any], what: str) -> list[Any
         raise fail(f"{what} must be a comma-separated list, got {text!r}") from None
 
 
-def _evaluation_setup(recognizers: str, detector: str, flip: bool, threads: int, no_cache: bool,
+def _evaluation_setup(recognizers: str, detector: str | None, flip: bool, threads: int, no_cache: bool,
                       probe_sizes: str, crops: bool = False) -> tuple[list[Any], tuple[int, ...]]:
     from facelens.evaluate.cache import EmbeddingCache
     from facelens.evaluate.protocols import Embedder
@@ -67,14 +68,16 @@ def _evaluation_setup(recognizers: str, detector: str, flip: bool, threads: int,
     if any(s < 4 or s > 1024 for s in sizes):
         raise fail("--probe-size values must be face widths between 4 and 1024 px")
     cache = None if no_cache else EmbeddingCache()
+    names = _parse_list(recognizers, str, "--recognizer") if recognizers.strip() else [None]  # None: the profile's
     embedders = [Embedder(FaceAnalyzer(detector, rec, threads=threads, flip=flip, crops=crops), cache)
-                 for rec in _parse_list(recognizers, str, "--recognizer")]
+                 for rec in names]
     if not embedders:
         raise fail("--recognizer names at least one recognizer")
     return embedders, sizes
 
 
-RecognizersOpt = Annotated[str, typer.Option("--recognizer", help="one or several, comma-separated")]
+RecognizersOpt = Annotated[str, typer.Option(
+    "--recognizer", help="one or several, comma-separated (default: the profile's)")]
 ProbeSizeOpt = Annotated[str, typer.Option("--probe-size", help="e.g. 16,24,32,48,64,112: down-sampled probes")]
 OutDirOpt = Annotated[Path | None, typer.Option("--out", help="folder for results.json, report.md and plots")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="do not read or write the embedding cache")]
@@ -84,8 +87,8 @@ NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="do not read or wri
 def evaluate_pairs_cmd(
     pairs: Annotated[Path, typer.Option("--pairs", help="LFW pairs.txt or CSV path1,path2,same[,fold]")],
     root: Annotated[Path | None, typer.Option("--root", help="image folder (name/name_0001.jpg) for pairs.txt")] = None,
-    recognizer: RecognizersOpt = "arcface-mbf",
-    detector: DetectorOpt = "scrfd-500m",
+    recognizer: RecognizersOpt = "",
+    detector: DetectorOpt = None,
     flip: FlipOpt = False,
     probe_size: ProbeSizeOpt = "",
     groups: Annotated[Path | None, typer.Option("--groups", help="CSV identity,group: error rates per group")] = None,
@@ -127,8 +130,8 @@ def evaluate_pairs_cmd(
 def evaluate_cluster_cmd(
     root: Annotated[Path, typer.Option("--root", help="folder with one sub-folder of images per person")],
     far: Annotated[float, typer.Option("--far", help="clustering threshold as a false-match rate")] = 1e-4,
-    recognizer: Annotated[str, typer.Option("--recognizer")] = "arcface-mbf",
-    detector: DetectorOpt = "scrfd-500m",
+    recognizer: RecognizerOpt = None,
+    detector: DetectorOpt = None,
     crops: CropsOpt = False,
     threads: ThreadsOpt = 0,
     no_cache: NoCacheOpt = False,
@@ -160,8 +163,8 @@ def evaluate_quality_cmd(
     root: Annotated[Path, typer.Option("--root", help="folder with one sub-folder of images per person")],
     far: Annotated[float, typer.Option("--far", help="false-match rate that fixes the comparison threshold")] = 1e-3,
     out_dir: Annotated[Path | None, typer.Option("--out", help="write report.json and edc.png here")] = None,
-    recognizer: Annotated[str, typer.Option("--recognizer")] = "arcface-mbf",
-    detector: DetectorOpt = "scrfd-500m",
+    recognizer: RecognizerOpt = None,
+    detector: DetectorOpt = None,
     crops: CropsOpt = False,
     threads: ThreadsOpt = 0,
     json_out: JsonOpt = False,
@@ -210,8 +213,8 @@ def evaluate_identify_cmd(
     holdout: Annotated[float, typer.Option(
         "--holdout", help="share of the people with enough images kept out of the gallery as unknown probes "
                           "(seeded)")] = 0.0,
-    recognizer: RecognizersOpt = "arcface-mbf",
-    detector: DetectorOpt = "scrfd-500m",
+    recognizer: RecognizersOpt = "",
+    detector: DetectorOpt = None,
     flip: FlipOpt = False,
     probe_size: ProbeSizeOpt = "",
     output: OutDirOpt = None,
@@ -299,7 +302,7 @@ def evaluate_expression_cmd(
     model: Annotated[str, typer.Option("--model", help="expression, expression-fer or expression-human")]
     = "expression",
     input_mode: InputOpt = "auto",
-    detector: DetectorOpt = "scrfd-500m",
+    detector: DetectorOpt = None,
     output: OutDirOpt = None,
     threads: ThreadsOpt = 0,
     json_out: JsonOpt = False,
@@ -347,7 +350,7 @@ def evaluate_age_gender_cmd(
     labels: Annotated[Path, typer.Option("--labels", help="CSV with a header: path,age,gender[,group] (paths "
                                                           "relative to the CSV; age or gender may be empty)")],
     input_mode: InputOpt = "auto",
-    detector: DetectorOpt = "scrfd-500m",
+    detector: DetectorOpt = None,
     output: OutDirOpt = None,
     threads: ThreadsOpt = 0,
     json_out: JsonOpt = False,
@@ -378,7 +381,7 @@ def evaluate_liveness_cmd(
                                                           "(label live or attack, or the attack type itself)")],
     bpcer: Annotated[float, typer.Option("--bpcer", help="the recorded BPCER whose threshold decides")] = 0.01,
     no_dtn: Annotated[bool, typer.Option("--no-dtn", help="MiniFASNet alone")] = False,
-    detector: DetectorOpt = "scrfd-500m",
+    detector: DetectorOpt = None,
     crops: CropsOpt = False,
     output: OutDirOpt = None,
     threads: ThreadsOpt = 0,

@@ -40,7 +40,7 @@ def liveness(
         "--bpcer", help="bona fide rejection rate of the threshold: one of the recorded rates (0.01, 0.05, 0.1)")]
     = 0.01,
     no_dtn: Annotated[bool, typer.Option("--no-dtn", help="MiniFASNet alone (8 ms a face instead of ~110)")] = False,
-    detector: DetectorOpt = "scrfd-500m",
+    detector: DetectorOpt = None,
     det_size: DetSizeOpt = "auto",
     crops: CropsOpt = False,
     threads: ThreadsOpt = 0,
@@ -93,7 +93,7 @@ def liveness(
     raise typer.Exit(EXIT_OK)
 
 
-def _challenge(video: Path, challenge: str, step_timeout: float, options: dict, detector: str,
+def _challenge(video: Path, challenge: str, step_timeout: float, options: dict, detector: str | None,
                json_out: bool) -> None:
     from facelens.challenge import check_challenge, parse_actions, video_signals
     from facelens.cli._common import progress_bar

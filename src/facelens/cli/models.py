@@ -23,17 +23,46 @@ def models_list(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json([{"name": e.name, "task": e.task, "installed": is_installed(e.name), "size": e.size,
                       "source": e.distribution.spec, "licence": e.licence, "commercial_use": e.commercial_use,
+                      "commercial": e.commercial,
                       "default": e.default} for e in entries])
         return
     table = Table("name", "task", "installed", "size", "source", "licence")
     for e in entries:
         table.add_row(e.name + (" *" if e.default else ""), e.task, "yes" if is_installed(e.name) else "no",
                       f"{e.size / 1e6:.1f} MB", e.distribution.spec,
-                      "commercial use OK" if e.commercial_use else "[yellow]non-commercial only[/yellow]")
+                      {"yes": "commercial use OK", "no": "[yellow]non-commercial only[/yellow]",
+                       "unclear": "[yellow]unclear[/yellow]"}[e.commercial])
     out.print(table)
     out.print("* default models. InsightFace weights (scrfd-500m, arcface-mbf, landmarks-2d106) are licensed "
-              "for non-commercial research only; dlib-resnet, dlib-shape5 and dlib-cnn are public domain; "
-              "dlib-shape68 is non-commercial (iBUG 300-W). `--json` gives the full licence text.")
+              "for non-commercial research only; `facelens models licences` lists every model's licence and "
+              "training data, and `--profile clean` uses only models licensed for commercial use.")
+
+
+@models_app.command("licences")
+def models_licences(
+    json_out: JsonOpt = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="the README's table")] = False,
+) -> None:
+    """Licence manifest: every model's source, licence, commercial use (yes/no/unclear), training data."""
+    from facelens.models.registry import licence_manifest, licence_markdown
+
+    rows = licence_manifest()
+    if json_out:
+        print_json(rows)
+        return
+    if markdown:
+        print(licence_markdown(), end="")
+        return
+    colour = {"yes": "green", "no": "red", "unclear": "yellow"}
+    table = Table("name", "task", "source", "licence", "commercial", "training data (terms)", show_lines=True)
+    for r in rows:
+        c = r["commercial_use"]
+        table.add_row(r["name"], r["task"], r["source"], escape(r["licence"]), f"[{colour[c]}]{c}[/{colour[c]}]",
+                      escape(r["training_data"]))
+    out.print(table)
+    out.print("commercial use is read from the weights' licence; `--profile clean` opens only the \"yes\" "
+              "models. Training-data terms are listed beside it: whether they reach the weights is for your "
+              "counsel to judge.")
 
 
 @models_app.command("pull")
@@ -51,7 +80,7 @@ def models_pull(
     entries = [get_model(n) for n in chosen]
     if any(not e.commercial_use for e in entries):
         restricted = ", ".join(e.name for e in entries if not e.commercial_use)
-        err.print(f"note: {restricted}: licensed for non-commercial use only (see `facelens models list`)")
+        err.print(f"note: {restricted}: not licensed for commercial use, or unclear (see `facelens models licences`)")
     pull(chosen, force=force, source_dir=source,
          on_event=lambda name, msg: err.print(f"{name}: {msg}"))
     out.print(f"models in {escape(str(models_dir()))}")

@@ -86,6 +86,7 @@ def serve(
         raise fail("the service needs its extra: pip install 'facelens[serve]'") from None
     from facelens.gallery import default_gallery_path
     from facelens.pipeline import FaceAnalyzer
+    from facelens.profile import active_profile
     from facelens.service import default_collection_path, default_keys_path
 
     FaceAnalyzer(det_size=det_size).check_models()  # a missing model too, naming the pull command
@@ -94,7 +95,7 @@ def serve(
     keys_path = keys or default_keys_path()
     if not _key_store(keys_path).list():
         err.print(f"no API keys yet: create one with `facelens keys create NAME --scope admin --keys {keys_path}`")
-    err.print(f"facelens on http://{host}:{port}/ (API docs at /docs)")
+    err.print(f"facelens on http://{host}:{port}/ (API docs at /docs), profile {active_profile().name}")
     run_server(host, port, gallery or default_gallery_path(), keys_path, collection or default_collection_path(),
                photos_root, workers=workers, max_upload_mb=max_upload_mb, det_size=det_size,
-               max_video_seconds=max_video_seconds)
+               max_video_seconds=max_video_seconds, profile=active_profile().name)

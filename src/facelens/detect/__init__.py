@@ -7,15 +7,24 @@ from typing import Any
 from facelens.detect.base import AUTO, Detector, DetSize, parse_det_size
 from facelens.errors import ConfigError
 
-DETECTORS = ("scrfd-500m", "dlib-hog", "dlib-cnn")
+DETECTORS = ("scrfd-500m", "yunet", "dlib-hog", "dlib-cnn")
 
 
-def create_detector(name: str = "scrfd-500m", **params: Any) -> Detector:
-    """A detector by name: scrfd-500m (default), dlib-hog, dlib-cnn (the latter two need `facelens[dlib]`)."""
+def create_detector(name: str | None = None, **params: Any) -> Detector:
+    """A detector by name: scrfd-500m, yunet (licence-clean), dlib-hog, dlib-cnn (the dlib ones need
+    `facelens[dlib]`)."""
+    if name is None:
+        from facelens.profile import default_detector
+
+        name = default_detector()
     if name == "scrfd-500m":
         from facelens.detect.scrfd import SCRFD
 
         return SCRFD(**params)
+    if name == "yunet":
+        from facelens.detect.yunet import YuNet
+
+        return YuNet(**{k: v for k, v in params.items() if k != "model"})
     if name in {"dlib-hog", "dlib-cnn"}:
         from facelens.detect.dlib import DlibDetector
 

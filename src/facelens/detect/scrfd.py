@@ -147,6 +147,11 @@ class SCRFD(Detector):
         canvas *= 1.0 / 128.0
         return canvas.transpose(2, 0, 1), scale
 
+    @staticmethod
+    def _infer(session: object, input_name: str, batch: np.ndarray) -> list[np.ndarray]:
+        """Raw outputs for an (N, 3, H, W) batch, each indexed by batch item first."""
+        return session.run(None, {input_name: batch})  # type: ignore[attr-defined]
+
     def _centers(self, in_h: int, in_w: int, stride: int) -> np.ndarray:
         key = (in_h, in_w, stride)
         centers = self._anchor_cache.get(key)
@@ -226,7 +231,7 @@ class SCRFD(Detector):
         results: list[list[Face]] = [[] for _ in images]
         for (in_h, in_w), members in groups.items():
             blobs, scales = zip(*(self._prepare(images[i], in_h, in_w) for i in members), strict=True)
-            outputs = session.run(None, {input_name: np.stack(blobs)})
+            outputs = self._infer(session, input_name, np.stack(blobs))
             for j, i in enumerate(members):
                 results[i] = self.decode(outputs, j, in_h, in_w, scales[j], images[i].shape[:2], limit)
         return results
@@ -281,7 +286,7 @@ class SCRFD(Detector):
                 tile = work[y0 : y0 + tile_h, x0 : x0 + tile_w]
                 in_h, in_w = math.ceil(tile.shape[0] / 32) * 32, math.ceil(tile.shape[1] / 32) * 32
                 blob, _ = self._prepare(self._pad(tile, in_h, in_w), in_h, in_w)
-                outputs = session.run(None, {input_name: blob[None]})
+                outputs = self._infer(session, input_name, blob[None])
                 boxes, scores, points = self._decode_raw(outputs, 0, in_h, in_w)
                 # inner edges only: at the image's own border a box is as whole as it can be
                 lo = np.array([EDGE if x0 > 0 else -np.inf, EDGE if y0 > 0 else -np.inf])

@@ -7,15 +7,23 @@ from typing import Any
 from facelens.embed.base import Recognizer, l2_normalize
 from facelens.errors import ConfigError
 
-RECOGNIZERS = ("arcface-mbf", "dlib-resnet")
+RECOGNIZERS = ("arcface-mbf", "sface", "dlib-resnet")
 
 
-def create_recognizer(name: str = "arcface-mbf", **params: Any) -> Recognizer:
-    """A recognizer by name: arcface-mbf (default) or dlib-resnet (needs `facelens[dlib]`)."""
+def create_recognizer(name: str | None = None, **params: Any) -> Recognizer:
+    """A recognizer by name: arcface-mbf, sface (licence-clean) or dlib-resnet (needs `facelens[dlib]`)."""
+    if name is None:
+        from facelens.profile import default_recognizer
+
+        name = default_recognizer()
     if name == "arcface-mbf":
         from facelens.embed.arcface import ArcFace
 
         return ArcFace(**params)
+    if name == "sface":
+        from facelens.embed.arcface import SFace
+
+        return SFace(**{k: v for k, v in params.items() if k != "model"})
     if name == "dlib-resnet":
         from facelens.embed.dlib import DlibResNet
 

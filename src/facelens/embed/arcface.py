@@ -21,12 +21,13 @@ class ArcFace(Recognizer):
 
     name = "arcface-mbf"
     dim = 512
+    mean, scale = 127.5, 1.0 / 127.5  # the training normalisation: (RGB - 127.5) / 127.5
 
-    def __init__(self, flip: bool = False, batch_size: int = 32, threads: int = 1, model: str = "arcface-mbf"):
+    def __init__(self, flip: bool = False, batch_size: int = 32, threads: int = 1, model: str | None = None):
         self.flip = flip
         self.batch_size = batch_size
         self.threads = threads
-        self.model = model
+        self.model = model or self.name
 
     def align(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         """(N, 112, 112, 3) BGR aligned crops, one per face."""
@@ -44,8 +45,10 @@ class ArcFace(Recognizer):
         out = []
         for start in range(0, len(crops), self.batch_size):
             chunk = crops[start : start + self.batch_size]
-            # BGR -> RGB, (x - 127.5) / 127.5, NHWC -> NCHW: the training normalisation
-            blob = (chunk[..., ::-1].astype(np.float32) - 127.5) * (1.0 / 127.5)
+            # BGR -> RGB, the model's normalisation, NHWC -> NCHW
+            blob = chunk[..., ::-1].astype(np.float32)
+            if self.mean or self.scale != 1.0:
+                blob = (blob - self.mean) * self.scale
             blob = blob.transpose(0, 3, 1, 2)
             if mirrored:
                 blob = blob[..., ::-1]
@@ -75,3 +78,13 @@ class ArcFace(Recognizer):
 
     def embed_faces(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         return self.embed_crops(self.align(image, faces))
+
+
+class SFace(ArcFace):
+    """SFace (Zhong et al., 2021; OpenCV Zoo, Apache-2.0), 128-d: the licence-clean recognizer. Same five-point
+    alignment to the ArcFace template (OpenCV's `alignCrop` uses that template), but RGB pixels as they are,
+    0..255, with no mean or scale: the network normalises inside."""
+
+    name = "sface"
+    dim = 128
+    mean, scale = 0.0, 1.0

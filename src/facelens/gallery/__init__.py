@@ -49,7 +49,7 @@ from facelens.types import Face
 DB_NAME = "gallery.sqlite"
 THUMBNAIL_SIZE = 112
 # the embedding size of each recognizer (an import is checked against it before the gallery is bound)
-RECOGNIZER_DIMS = {"arcface-mbf": 512, "dlib-resnet": 128}
+RECOGNIZER_DIMS = {"arcface-mbf": 512, "sface": 128, "dlib-resnet": 128}
 NORM_TOLERANCE = 1e-2  # stored embeddings are unit vectors: |norm - 1| below this
 IMPORT_LINE_MAX = 4 << 20  # bytes: a record holds a few faces (~5 KiB each) and <= 64 KiB of metadata
 THUMBNAIL_MAX = 256 * 1024
@@ -190,15 +190,38 @@ class Gallery:
 
     def _analyzer(self) -> FaceAnalyzer:
         if self.analyzer is None:
-            bound = self.store.meta("recognizer") if (self.path / DB_NAME).exists() else None
-            self.analyzer = FaceAnalyzer(recognizer=bound or "arcface-mbf")
+            bound = self.recognizer
+            self._check_profile()
+            self.analyzer = FaceAnalyzer(recognizer=bound)
         return self.analyzer
 
     @property
     def recognizer(self) -> str | None:
         return self.store.meta("recognizer") if (self.path / DB_NAME).exists() else None
 
+    @property
+    def profile(self) -> str | None:
+        """The profile of the gallery's recognizer, as recorded when it was bound (None: not bound yet)."""
+        from facelens.profile import profile_of_recognizer
+
+        recognizer = self.recognizer
+        if recognizer is None:
+            return None
+        return self.store.meta("profile") or profile_of_recognizer(recognizer)  # galleries made before profiles
+
+    def _check_profile(self) -> None:
+        """A gallery made in the default profile cannot be used in the clean one: its embeddings come from a
+        model that profile may not run, so neither searching nor enrolling could be done with one recognizer."""
+        from facelens.profile import active_profile
+
+        active = active_profile()
+        if active.commercial_only and self.profile not in (None, "clean"):
+            raise GalleryError(f"this gallery was made in the {self.profile} profile ({self.recognizer} embeddings); "
+                               f"the {active.name} profile cannot use it: enroll the people again into a new "
+                               f"gallery with {active.recognizer}")
+
     def _check_recognizer(self) -> None:
+        self._check_profile()
         bound = self.recognizer
         if bound and bound != self._analyzer().recognizer:
             raise GalleryError(f"this gallery holds {bound} embeddings; an analyzer with "

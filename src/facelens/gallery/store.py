@@ -202,10 +202,14 @@ class SQLiteStore(SQLiteDatabase):
         return (self.meta("database_id") or "") if self._conn is not None or self.path.exists() else ""
 
     def bind_recognizer(self, conn: sqlite3.Connection, recognizer: str, dim: int) -> None:
-        """Bind an empty gallery to a recognizer; refuse embeddings of any other model."""
+        """Bind an empty gallery to a recognizer, and record that recognizer's profile (`clean` when its
+        weights allow commercial use); refuse embeddings of any other model."""
+        from facelens.profile import profile_of_recognizer
+
         bound = conn.execute("SELECT value FROM meta WHERE key='recognizer'").fetchone()
         if bound is None:
-            conn.execute("INSERT INTO meta VALUES ('recognizer', ?), ('dim', ?)", (recognizer, str(dim)))
+            conn.execute("INSERT INTO meta VALUES ('recognizer', ?), ('dim', ?), ('profile', ?)",
+                         (recognizer, str(dim), profile_of_recognizer(recognizer)))
         elif bound[0] != recognizer:
             raise GalleryError(f"this gallery holds {bound[0]} embeddings; {recognizer} embeddings cannot be mixed in "
                                "(use a separate gallery)")

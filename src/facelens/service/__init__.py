@@ -17,7 +17,7 @@ def default_collection_path() -> Path:
 
 def serve(host: str, port: int, gallery: Path, keys: Path, collection: Path, photos_root: Path | None,
           workers: int = 2, max_upload_mb: float = 20.0, det_size: int | str = "auto",
-          max_video_seconds: float = 900.0) -> None:
+          max_video_seconds: float = 900.0, profile: str | None = None) -> None:
     """Run the app with uvicorn until SIGINT/SIGTERM; in-flight requests (writes included) finish first."""
     import uvicorn
 
@@ -25,5 +25,5 @@ def serve(host: str, port: int, gallery: Path, keys: Path, collection: Path, pho
 
     app = create_app(ServiceConfig(gallery=gallery, keys=keys, collection=collection, photos_root=photos_root,
                                    workers=workers, max_upload_mb=max_upload_mb, det_size=det_size,
-                                   max_video_seconds=max_video_seconds))
+                                   max_video_seconds=max_video_seconds, profile=profile))
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)

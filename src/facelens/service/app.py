@@ -26,6 +26,7 @@ from facelens.errors import (
     ConfigError,
     FacelensError,
     ImageError,
+    LicenceError,
     ModelNotFoundError,
     NoFaceError,
     NotFoundError,
@@ -57,6 +58,8 @@ class ServiceConfig:
     det_size: int | str = "auto"
     # a video job stops after this much video (a small file can hold hours of still frames)
     max_video_seconds: float = 900.0
+    # the model profile ("default" or "clean", see facelens.profile); None: FACELENS_PROFILE or default
+    profile: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -70,6 +73,7 @@ _ERROR_MAP: list[tuple[type[Exception], int, str]] = [
     (NoFaceError, 422, "no_face"),
     (QualityError, 422, "quality_too_low"),
     (NotLiveError, 422, "not_live"),
+    (LicenceError, 403, "licence"),  # the server's profile refuses the model this request needs
     (ConfigError, 400, "invalid_parameter"),
     (ModelNotFoundError, 503, "model_missing"),
 ]

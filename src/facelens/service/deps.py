@@ -70,6 +70,10 @@ class Service:
     def __init__(self, config: ServiceConfig) -> None:
         from facelens.pipeline import FaceAnalyzer
 
+        if config.profile is not None:
+            from facelens.profile import set_profile
+
+            set_profile(config.profile)  # before any model is chosen: every default follows it
         self.config = config
         self.upload_limit = int(config.max_upload_mb * MB)  # bytes, per image and (x4/3) per body
         self.keys = KeyStore(config.keys)

@@ -88,8 +88,8 @@ class VideoAnalyzer:
     false detections), `threads` (ONNX Runtime threads).
     """
 
-    def __init__(self, fps: float = DEFAULT_FPS, det_size: int | str = 640, detector: str = "scrfd-500m",
-                 recognizer: str = "arcface-mbf", min_face: float = MIN_FACE_PX, tracker: str = "bytetrack",
+    def __init__(self, fps: float = DEFAULT_FPS, det_size: int | str = 640, detector: str | None = None,
+                 recognizer: str | None = None, min_face: float = MIN_FACE_PX, tracker: str = "bytetrack",
                  lost_seconds: float = 1.0, cut_threshold: float = 35.0, fpir: float = 0.01,
                  min_track_frames: int = 3, threads: int | None = None, analyzer: FaceAnalyzer | None = None) -> None:
         self.fps = fps

@@ -18,7 +18,9 @@ static = resources.files("facelens.service").joinpath("static")
 
 @router.get("/healthz", tags=["health"])
 async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+    from facelens.profile import active_profile
+
+    return {"status": "ok", "profile": active_profile().name}
 
 
 @router.get("/readyz", tags=["health"])

@@ -1,0 +1,92 @@
+"""YuNet (Wu et al., 2023; libfacedetection, MIT; OpenCV Zoo 2023mar, Apache-2.0): the licence-clean detector.
+
+Decoding written here after the model's published head: anchor-free, one prediction per cell at strides 8,
+16 and 32; score = sqrt(cls · obj) (both already sigmoid outputs); box centre = (cell + offset) · stride,
+side = exp(log-side) · stride; five points = (cell + offset) · stride. The network takes BGR pixels as they
+are (0..255, no mean or scale), padded at the right and bottom to multiples of 32; the repaired graph
+(`facelens.models.onnxfix`, done at pull) takes any such size. Its five points are the subject's right eye,
+left eye, nose tip, right and left mouth corners, which in the image are ArcFace's order (image-left eye
+first), so they feed the same alignment.
+
+Everything around the decoding (input sizes, the retry, the fine tiled pass on large photos, `min_face`,
+`max_faces`) is SCRFD's, inherited: both are fully convolutional stride-8/16/32 detectors.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from facelens.detect.base import AUTO, DetSize
+from facelens.detect.scrfd import SCRFD, STRIDES, nms
+
+# chosen on the fixtures' group and non-face photos (README "Licence-clean profile"): the lowest threshold at
+# which no non-face photo gets a face, rounded down to 0.05; OpenCV's demo uses 0.9 for its own 320 px input
+YUNET_SCORE_THRESHOLD = 0.6
+
+
+class YuNet(SCRFD):
+    """YuNet 2023mar with five keypoints; parameters as `SCRFD`'s (score threshold default 0.6, NMS 0.3)."""
+
+    name = "yunet"
+
+    def __init__(
+        self,
+        score_threshold: float = YUNET_SCORE_THRESHOLD,
+        nms_threshold: float = 0.3,
+        det_size: DetSize = AUTO,
+        retry_size: int | None = None,
+        min_face: float = 0.0,
+        max_faces: int = 0,
+        threads: int = 1,
+        model: str = "yunet",
+    ) -> None:
+        super().__init__(score_threshold=score_threshold, nms_threshold=nms_threshold, det_size=det_size,
+                         retry_size=retry_size, min_face=min_face, max_faces=max_faces, threads=threads,
+                         model=model)
+
+    @staticmethod
+    def _prepare(image: np.ndarray, in_h: int, in_w: int) -> tuple[np.ndarray, float]:
+        h, w = image.shape[:2]
+        scale = min(in_h / h, in_w / w)
+        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if scale != 1 else image
+        canvas = np.zeros((in_h, in_w, 3), dtype=np.float32)
+        canvas[:new_h, :new_w] = resized  # BGR, 0..255: what the network was trained on
+        return canvas.transpose(2, 0, 1), scale
+
+    @staticmethod
+    def _infer(session: object, input_name: str, batch: np.ndarray) -> list[np.ndarray]:
+        # the graph flattens the batch into its cell axis (its Reshapes fix the batch at 1): split it back
+        outputs = session.run(None, {input_name: batch})  # type: ignore[attr-defined]
+        n = len(batch)
+        return [o.reshape(n, -1, o.shape[-1]) for o in outputs]
+
+    def _decode_raw(
+        self, outputs: list[np.ndarray], index: int, in_h: int, in_w: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        levels = len(STRIDES)
+        all_scores, all_boxes, all_points = [], [], []
+        for level, stride in enumerate(STRIDES):
+            cls = np.clip(outputs[level][index][:, 0], 0.0, 1.0)
+            obj = np.clip(outputs[levels + level][index][:, 0], 0.0, 1.0)
+            scores = np.sqrt(cls * obj)
+            keep = np.nonzero(scores >= self.score_threshold)[0]
+            if keep.size == 0:
+                continue
+            cols = in_w // stride
+            cells = np.stack([keep % cols, keep // cols], axis=1).astype(np.float32)
+            raw_box = outputs[2 * levels + level][index][keep]
+            raw_kps = outputs[3 * levels + level][index][keep].reshape(-1, 5, 2)
+            centre = (cells + raw_box[:, :2]) * stride
+            size = np.exp(np.minimum(raw_box[:, 2:4], 10.0)) * stride  # the cap keeps exp finite on junk
+            all_scores.append(scores[keep])
+            all_boxes.append(np.concatenate([centre - size / 2, centre + size / 2], axis=1))
+            all_points.append((cells[:, None, :] + raw_kps) * stride)
+        if not all_scores:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+        scores = np.concatenate(all_scores)
+        boxes = np.concatenate(all_boxes)
+        points = np.concatenate(all_points)
+        kept = nms(boxes, scores, self.nms_threshold)
+        return boxes[kept], scores[kept], points[kept]
