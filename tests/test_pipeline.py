@@ -196,5 +196,5 @@ def test_flip_has_its_own_calibration(data):
     a = data / "identities/facerecognition-obama/01.jpg"
     result = verify(a, data / "identities/facerecognition-obama/04.jpg", analyzer=FaceAnalyzer(threads=1, flip=True))
     assert result.same and result.threshold == threshold_for("arcface-mbf", 1e-3, flip=True)
-    with pytest.raises(ConfigError, match="arcface-mbf only"):
+    with pytest.raises(ConfigError, match="arcface-mbf and sface, not dlib-resnet"):
         FaceAnalyzer(recognizer="dlib-resnet", flip=True).analyze(a)

@@ -122,9 +122,10 @@ class FaceAnalyzer:
         if self._recognizer is None:
             if not isinstance(self.flip, bool | np.bool_):
                 raise ConfigError(f"flip must be True or False, got {self.flip!r}")
-            if self.flip and self.recognizer != "arcface-mbf":
-                raise ConfigError(f"flip augmentation is implemented for arcface-mbf only, not {self.recognizer}")
-            params: dict[str, Any] = {"flip": self.flip} if self.recognizer == "arcface-mbf" else {}
+            flippable = ("arcface-mbf", "sface")
+            if self.flip and self.recognizer not in flippable:
+                raise ConfigError(f"flip augmentation is implemented for arcface-mbf and sface, not {self.recognizer}")
+            params: dict[str, Any] = {"flip": self.flip} if self.recognizer in flippable else {}
             self._recognizer = create_recognizer(self.recognizer, **params)
         return self._recognizer
 

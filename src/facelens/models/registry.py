@@ -288,7 +288,7 @@ _ENTRIES += [
         extra_members=(("package/models/emotion.bin",
                         "927ac8224f356ab1e68c2bcfbfa07b0c8567047d1bcf817388ba6e38214c4987"),),
         convert={"from": "tfjs", "outputs": {"Identity": "probabilities"}},
-        licence=HUMAN_LICENCE,
+        licence="MIT (@vladmandic/human; mini-Xception after Arriaga et al., whose code is MIT)",
         commercial="yes",
         description="oarriaga mini-Xception expression net from @vladmandic/human (tfjs converted to ONNX)",
         preprocessing={"colour": "grey", "input": "64x64 face crop", "scale": "x / 127.5 - 1", "layout": "NHWC"},
@@ -463,7 +463,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "dlib-cnn": ("dlib-cnn", "dlib-shape5"),
     "dlib-resnet": ("dlib-resnet", "dlib-shape5"),
     "yunet": ("yunet",),
-    "sface": ("sface",),
+    "sface": ("sface", "facemesh"),  # aligned on FaceMesh's five points (embed.arcface.SFace)
 }
 # models `make models` installs for the analysis parts (landmarks, expression, age/gender)
 ANALYSIS_MODELS = ("landmarks-2d106", "expression-facelens", "expression-fer", "expression-human",

@@ -170,8 +170,13 @@ def pull(
     source_dir: Path | None = None,
     on_event: Callable[[str, str], None] | None = None,
 ) -> list[Path]:
-    """Fetch, verify and unpack models; each distribution is fetched once for all its models."""
+    """Fetch, verify and unpack models; each distribution is fetched once for all its models. The clean
+    profile refuses to fetch a model it may not run (one line naming its licence), so none lands on disk."""
+    from facelens.profile import check_allowed
+
     entries = [get_model(n) for n in dict.fromkeys(names)]
+    for entry in entries:
+        check_allowed(entry.name)
     notify = on_event or (lambda name, msg: None)
     bundled = [e for e in entries if e.distribution.registry == "bundled"]
     for e in bundled:
