@@ -127,20 +127,37 @@ class HumanExpression(ExpressionModel):
 
 
 class FacelensExpression(ExpressionModel):
-    """facelens's own FER-2013 model (`expression-facelens`): 48x48 grey, pixels 0..255 (scaling inside)."""
+    """facelens's own FER-2013 model (`expression-facelens`): 48x48 grey, pixels 0..255 (scaling inside).
+
+    `ten_crop=True` (default) averages the FER literature's standard test-time views: five 44x44 crops (the
+    corners and the centre) resized back to 48, and their mirror images; `False` averages the crop and its
+    mirror only (`flip`). Chosen a priori as the protocol papers report, measured once on PublicTest (README)."""
 
     models = ("expression-facelens",)
     input_size = 48
 
+    def __init__(self, flip: bool = True, ten_crop: bool = True) -> None:
+        super().__init__(flip)
+        self.ten_crop = ten_crop
+
+    def views(self, crops: np.ndarray) -> list[np.ndarray]:
+        """The (N, 48, 48) inputs whose probabilities are averaged."""
+        if self.ten_crop:
+            out = []
+            for y, x in ((0, 0), (0, 4), (4, 0), (4, 4), (2, 2)):
+                part = np.stack([cv2.resize(c[y : y + 44, x : x + 44], (48, 48), interpolation=cv2.INTER_LINEAR)
+                                 for c in crops])
+                out += [part, part[:, :, ::-1]]
+            return out
+        return [crops, crops[:, :, ::-1]] if self.flip else [crops]
+
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """(N, 7) class probabilities of (N, 48, 48) uint8 grey crops."""
         session = onnx_session("expression-facelens")
-        x = crops.astype(np.float32)[:, None]
-        views = [x, x[..., ::-1]] if self.flip else [x]
         name = session.get_inputs()[0].name
-        probs = np.zeros((len(crops), len(EXPRESSIONS)), np.float64)
-        for view in views:
-            logits = session.run(None, {name: np.ascontiguousarray(view)})[0].astype(np.float64)
-            e = np.exp(logits - logits.max(1, keepdims=True))
-            probs += e / e.sum(1, keepdims=True)
-        return probs / len(views)
+        views = self.views(crops)
+        batch = np.ascontiguousarray(np.concatenate(views).astype(np.float32)[:, None])
+        logits = session.run(None, {name: batch})[0].astype(np.float64)
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        probs = (e / e.sum(1, keepdims=True)).reshape(len(views), len(crops), -1)
+        return probs.mean(axis=0)
