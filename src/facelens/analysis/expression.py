@@ -24,9 +24,7 @@ import numpy as np
 from facelens.align import FER_SIZE, FER_TEMPLATE, template_crop
 from facelens.analysis.base import FaceAttribute, unknown
 from facelens.detect.crop import is_whole_crop
-from facelens.errors import FacelensError
-from facelens.models.runtime import onnx_session
-from facelens.models.store import model_path
+from facelens.models.runtime import onnx_session, tflite_interpreter
 from facelens.types import Face
 
 EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -85,17 +83,7 @@ class FerExpression(ExpressionModel):
         self._local = threading.local()  # a TFLite interpreter is not thread-safe: one per thread
 
     def _interpreter(self) -> Any:
-        interp = getattr(self._local, "interpreter", None)
-        if interp is None:
-            try:
-                from ai_edge_litert.interpreter import Interpreter
-            except ImportError:
-                raise FacelensError("the fer expression model needs ai-edge-litert; "
-                                    "run `pip install ai-edge-litert`") from None
-            interp = Interpreter(model_path=str(model_path("expression-fer")), num_threads=1)
-            interp.allocate_tensors()
-            self._local.interpreter = interp
-        return interp
+        return tflite_interpreter("expression-fer", self._local)
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """(N, 7) class probabilities of (N, 64, 64) uint8 grey crops."""

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from facelens.analysis.base import FaceAttribute
-from facelens.models.runtime import onnx_session
+from facelens.models.runtime import onnx_session, tflite_interpreter
 from facelens.models.store import model_path
 from facelens.types import Face
 
@@ -91,18 +91,7 @@ class LandmarksMesh(FaceAttribute):
         self._local = threading.local()  # a TFLite interpreter is not thread-safe: one per thread
 
     def _interpreter(self) -> Any:
-        interp = getattr(self._local, "interpreter", None)
-        if interp is None:
-            from facelens.errors import FacelensError
-
-            try:
-                from ai_edge_litert.interpreter import Interpreter
-            except ImportError:
-                raise FacelensError("FaceMesh needs ai-edge-litert; run `pip install ai-edge-litert`") from None
-            interp = Interpreter(model_path=str(model_path("facemesh")), num_threads=1)
-            interp.allocate_tensors()
-            self._local.interpreter = interp
-        return interp
+        return tflite_interpreter("facemesh", self._local)
 
     def crop(self, image: np.ndarray, face: Face) -> tuple[np.ndarray, np.ndarray]:
         """The 192×192 crop and the 2×3 matrix that maps it back to the image."""

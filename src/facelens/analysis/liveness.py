@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 
 from facelens.analysis.base import FaceAttribute
-from facelens.errors import ConfigError, FacelensError
-from facelens.models.runtime import onnx_session
+from facelens.errors import ConfigError
+from facelens.models.runtime import onnx_session, tflite_interpreter
 from facelens.models.store import is_installed, model_path
 from facelens.types import Face
 
@@ -144,16 +144,7 @@ class Liveness(FaceAttribute):
         return [(float(1 - p), s) for p, s in zip(live, reached, strict=True)]
 
     def _interpreter(self) -> Any:
-        interp = getattr(self._local, "interpreter", None)
-        if interp is None:
-            try:
-                from ai_edge_litert.interpreter import Interpreter
-            except ImportError:
-                raise FacelensError("liveness-dtn needs ai-edge-litert; run `pip install ai-edge-litert`") from None
-            interp = Interpreter(model_path=str(model_path("liveness-dtn")), num_threads=1)
-            interp.allocate_tensors()
-            self._local.interpreter = interp
-        return interp
+        return tflite_interpreter("liveness-dtn", self._local)
 
     def dtn_scores(self, image: np.ndarray, faces: list[Face]) -> list[float]:
         interp = self._interpreter()

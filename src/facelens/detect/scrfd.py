@@ -107,20 +107,23 @@ class SCRFD(Detector):
     """
 
     name = "scrfd-500m"
+    default_score_threshold, default_nms_threshold = 0.5, 0.4  # a subclass with other outputs sets its own
+    rgb, pixel_mean, pixel_scale = True, 127.5, 1.0 / 128.0  # BGR -> RGB, (x - 127.5) / 128
 
     def __init__(
         self,
-        score_threshold: float = 0.5,
-        nms_threshold: float = 0.4,
+        score_threshold: float | None = None,
+        nms_threshold: float | None = None,
         det_size: DetSize = AUTO,
         retry_size: int | None = None,
         min_face: float = 0.0,
         max_faces: int = 0,
         threads: int = 1,
-        model: str = "scrfd-500m",
+        model: str | None = None,
     ) -> None:
-        self.score_threshold = score_threshold
-        self.nms_threshold = nms_threshold
+        # None: the model's own defaults (SCRFD: 0.5, its authors'; YuNet: see detect/yunet.py)
+        self.score_threshold = self.default_score_threshold if score_threshold is None else score_threshold
+        self.nms_threshold = self.default_nms_threshold if nms_threshold is None else nms_threshold
         self.det_size = parse_det_size(det_size)
         self.auto = self.det_size == AUTO
         self.max_size = FIRST_SIZE if self.auto else int(self.det_size)  # longest side of the first input
@@ -128,23 +131,23 @@ class SCRFD(Detector):
         self.min_face = min_face
         self.max_faces = max_faces
         self.threads = threads
-        self.model = model
+        self.model = model or self.name
         self._anchor_cache: dict[tuple[int, int, int], np.ndarray] = {}
         self._lock = threading.Lock()
 
     # -- preprocessing -----------------------------------------------------------------------
-    @staticmethod
-    def _prepare(image: np.ndarray, in_h: int, in_w: int) -> tuple[np.ndarray, float]:
+    def _prepare(self, image: np.ndarray, in_h: int, in_w: int) -> tuple[np.ndarray, float]:
         """Resize keeping aspect into the top-left of an in_h x in_w canvas; return NCHW blob and scale."""
         h, w = image.shape[:2]
         scale = min(in_h / h, in_w / w)
         new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
         resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if scale != 1 else image
         canvas = np.zeros((in_h, in_w, 3), dtype=np.float32)
-        # BGR -> RGB, (x - 127.5) / 128: the network's training normalisation
-        canvas[:new_h, :new_w] = resized[:, :, ::-1]
-        canvas -= 127.5
-        canvas *= 1.0 / 128.0
+        # the network's training normalisation; the padding stays black in either
+        canvas[:new_h, :new_w] = resized[:, :, ::-1] if self.rgb else resized
+        if self.pixel_mean:
+            canvas -= self.pixel_mean
+            canvas *= self.pixel_scale
         return canvas.transpose(2, 0, 1), scale
 
     @staticmethod

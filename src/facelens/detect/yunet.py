@@ -14,10 +14,8 @@ Everything around the decoding (input sizes, the retry, the fine tiled pass on l
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from facelens.detect.base import AUTO, DetSize
 from facelens.detect.scrfd import SCRFD, STRIDES, nms
 
 # the default profile's operating point carried over: the lowest threshold (in steps of 0.1) at which YuNet
@@ -32,31 +30,8 @@ class YuNet(SCRFD):
     """YuNet 2023mar with five keypoints; parameters as `SCRFD`'s (score threshold default 0.6, NMS 0.3)."""
 
     name = "yunet"
-
-    def __init__(
-        self,
-        score_threshold: float = YUNET_SCORE_THRESHOLD,
-        nms_threshold: float = 0.3,
-        det_size: DetSize = AUTO,
-        retry_size: int | None = None,
-        min_face: float = 0.0,
-        max_faces: int = 0,
-        threads: int = 1,
-        model: str = "yunet",
-    ) -> None:
-        super().__init__(score_threshold=score_threshold, nms_threshold=nms_threshold, det_size=det_size,
-                         retry_size=retry_size, min_face=min_face, max_faces=max_faces, threads=threads,
-                         model=model)
-
-    @staticmethod
-    def _prepare(image: np.ndarray, in_h: int, in_w: int) -> tuple[np.ndarray, float]:
-        h, w = image.shape[:2]
-        scale = min(in_h / h, in_w / w)
-        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if scale != 1 else image
-        canvas = np.zeros((in_h, in_w, 3), dtype=np.float32)
-        canvas[:new_h, :new_w] = resized  # BGR, 0..255: what the network was trained on
-        return canvas.transpose(2, 0, 1), scale
+    default_score_threshold, default_nms_threshold = YUNET_SCORE_THRESHOLD, 0.3
+    rgb, pixel_mean, pixel_scale = False, 0.0, 1.0  # BGR as it is, 0..255
 
     @staticmethod
     def _infer(session: object, input_name: str, batch: np.ndarray) -> list[np.ndarray]:

@@ -1,8 +1,9 @@
-"""onnxruntime sessions, one per (model, thread count) per process."""
+"""onnxruntime sessions, one per (model, thread count) per process; TFLite interpreters, one per model per thread."""
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import onnxruntime as ort
 
@@ -37,3 +38,21 @@ def clear_sessions() -> None:
     """Forget every cached session (a profile change: nothing opened before may be used after)."""
     with _LOCK:
         _SESSIONS.clear()
+
+
+def tflite_interpreter(name: str, local: threading.local) -> Any:
+    """The calling thread's TFLite interpreter for a model (an interpreter is not thread-safe), kept in `local`
+    (the owner's `threading.local`), created on first use; run with ai-edge-litert."""
+    check_allowed(name)  # also for a kept one: the profile may have changed since
+    interp = getattr(local, "interpreter", None)
+    if interp is None:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            from facelens.errors import FacelensError
+
+            raise FacelensError(f"{name} needs ai-edge-litert; run `pip install ai-edge-litert`") from None
+        interp = Interpreter(model_path=str(model_path(name)), num_threads=1)
+        interp.allocate_tensors()
+        local.interpreter = interp
+    return interp
