@@ -362,3 +362,24 @@ def test_service_runs_in_the_clean_profile(data, tmp_path, clean_installed):
                               files={"image": ("a.jpg", photo, "image/jpeg")})
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "licence", refused.text
     assert active_profile().name == "clean"
+
+
+def test_active_liveness_signals_from_facemesh(data, clean_installed):
+    """The clean profile's blink and mouth signals come from FaceMesh and read like the default's (106 points);
+    a challenge leaves passive liveness out rather than refusing (its models are not clean)."""
+    from facelens.challenge import face_signals
+    from facelens.models.store import usable
+
+    photo = data / "identities/facerecognition-obama/01.jpg"
+    readings = {}
+    for profile in ("default", "clean"):
+        set_profile(profile)
+        face = FaceAnalyzer(threads=1, attributes=["landmarks", "pose", "expression"]).detect(photo)[0]
+        readings[profile] = face_signals(face, 0.0)
+    d, c = readings["default"], readings["clean"]
+    assert c.eye_open is not None and c.mouth_open is not None
+    assert 0.1 < c.eye_open < 0.6 and abs(c.eye_open - d.eye_open) < 0.15, (c.eye_open, d.eye_open)
+    assert abs(c.mouth_open - d.mouth_open) < 0.25 and abs(c.yaw - d.yaw) < 10
+    assert not usable("liveness-minifas")
+    set_profile(None)
+    assert usable("liveness-minifas") == is_installed("liveness-minifas")

@@ -82,6 +82,13 @@ def default_recognizer() -> str:
     return active_profile().recognizer
 
 
+def allowed(name: str) -> bool:
+    """Whether the active profile may open this model."""
+    from facelens.models.registry import get_model
+
+    return not active_profile().commercial_only or get_model(name).commercial == "yes"
+
+
 def check_allowed(name: str) -> None:
     """Raise LicenceError if the active profile may not open this model."""
     profile = active_profile()

@@ -97,11 +97,11 @@ def _challenge(video: Path, challenge: str, step_timeout: float, options: dict, 
                json_out: bool) -> None:
     from facelens.challenge import check_challenge, parse_actions, video_signals
     from facelens.cli._common import progress_bar
-    from facelens.models.store import is_installed
+    from facelens.models.store import usable
 
     actions = parse_actions(challenge)
     attributes = ["landmarks", "pose", "expression"]
-    if is_installed("liveness-minifas"):
+    if usable("liveness-minifas"):
         attributes.append("liveness")
     analyzer = FaceAnalyzer(detector=detector, threads=1, attributes=attributes, attribute_options=options)
     analyzer.check_models(embed=False)

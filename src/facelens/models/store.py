@@ -41,6 +41,14 @@ def is_installed(name: str) -> bool:
     return path.is_file() and (entry.convert is not None or path.stat().st_size == entry.size)
 
 
+def usable(name: str) -> bool:
+    """Installed, and allowed by the active profile: for optional parts (a second opinion, an extra signal)
+    that are used when they can be and left out, not refused, when they cannot."""
+    from facelens.profile import allowed
+
+    return allowed(name) and is_installed(name)
+
+
 def _check_bundled(entry: ModelEntry) -> Path:
     path = cached_path(entry)
     if not path.is_file():
