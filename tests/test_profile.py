@@ -383,3 +383,65 @@ def test_active_liveness_signals_from_facemesh(data, clean_installed):
     assert not usable("liveness-minifas")
     set_profile(None)
     assert usable("liveness-minifas") == is_installed("liveness-minifas")
+
+
+def test_clean_profile_never_writes_other_embeddings(data, tmp_path, clean_installed):
+    """An import of an ArcFace export, or embeddings made before a switch, cannot reach a gallery in the clean
+    profile: refused before any gallery is created; an explicit --recognizer must agree with the file."""
+    from facelens.gallery import Gallery
+
+    obama = data / "identities/facerecognition-obama/01.jpg"
+    default = Gallery(tmp_path / "default")
+    default.enroll("obama", [obama])
+    export = tmp_path / "default.jsonl"
+    default.export(export)
+    for args in (["gallery", "import", "--gallery", tmp_path / "new", export],
+                 ["gallery", "import", "--gallery", tmp_path / "new2", "--recognizer", "sface", export]):
+        proc = run("--profile", "clean", *args)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert Gallery(args[3]).recognizer is None  # nothing bound
+    set_profile("clean")
+    with pytest.raises(GalleryError, match="clean profile may not use"):
+        Gallery(tmp_path / "new3", analyzer=FaceAnalyzer(recognizer="dlib-resnet")).import_export(export)
+    with pytest.raises(LicenceError):  # searching a default gallery with a vector made before the switch
+        Gallery(tmp_path / "default").search(np.ones(512, np.float32))
+    from facelens.verify import verify
+
+    with pytest.raises(ConfigError, match="512-d embedding is not sface's"):
+        verify(np.ones(512, np.float32), np.ones(512, np.float32))
+
+
+def test_a_model_loaded_before_the_switch_is_refused_after_it(data, clean_installed):
+    photo = data / "identities/facerecognition-obama/01.jpg"
+    analyzer = FaceAnalyzer("yunet", "sface", threads=1, attributes=["landmarks68", "expression"])
+    assert len(analyzer.detect(photo)[0].attributes["landmarks_68"]) == 68
+    set_profile("clean")
+    with pytest.raises(LicenceError):
+        analyzer.detect(photo)
+
+
+def test_profile_option_anywhere_last_wins(data):
+    from facelens.cli import profile_first
+
+    assert profile_first(["detect", "a.jpg", "--profile", "clean", "--profile=default"]) == [
+        "--profile", "clean", "--profile=default", "detect", "a.jpg"]
+    assert profile_first(["detect", "--", "--profile", "clean"]) == ["detect", "--", "--profile", "clean"]
+    proc = run("detect", data / "identities/facerecognition-obama/01.jpg", "--profile")
+    assert proc.returncode == 2 and "--profile needs a value" in proc.stderr
+    both = run("--profile", "clean", "detect", data / "identities/facerecognition-obama/01.jpg", "--json",
+               "--profile", "default")
+    assert both.returncode == 0, both.stderr  # the last one given: default, so scrfd-500m runs
+
+
+def test_galleries_keep_their_recognizer_across_profiles(data, tmp_path, clean_installed):
+    """A clean gallery used in the default profile (anonymize --keep, video) searches with its own recognizer."""
+    from facelens.anonymize import Anonymizer
+    from facelens.gallery import Gallery
+
+    obama = data / "identities/facerecognition-obama/01.jpg"
+    set_profile("clean")
+    Gallery(tmp_path / "g").enroll("obama", [obama])
+    set_profile(None)
+    gallery = Gallery(tmp_path / "g")
+    result = Anonymizer(keep=["obama"], gallery=gallery).anonymize(data / "identities/facerecognition-obama/02.jpg")
+    assert [name for _, name in result.spared] == ["obama"] and not result.covered, result.to_dict()

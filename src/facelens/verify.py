@@ -37,6 +37,11 @@ def _embedding_of(item: Any, analyzer: FaceAnalyzer, min_quality: float = 0.0,
     if isinstance(item, np.ndarray) and item.ndim == 1:
         if not np.isfinite(item).all() or not np.any(item):
             raise ConfigError("embedding must be finite and non-zero")
+        from facelens.gallery import RECOGNIZER_DIMS
+
+        dim = RECOGNIZER_DIMS.get(analyzer.recognizer)
+        if dim and item.size != dim:  # another recognizer's vector: its scores mean nothing at this threshold
+            raise ConfigError(f"a {item.size}-d embedding is not {analyzer.recognizer}'s ({dim}-d)")
         return item, None
     if not isinstance(item, str | os.PathLike | bytes | bytearray | memoryview | np.ndarray | Image.Image):
         raise ConfigError(f"cannot verify a {type(item).__name__}: give an image (path, bytes, array), a Face "

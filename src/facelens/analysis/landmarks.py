@@ -138,7 +138,9 @@ class Landmarks68(FaceAttribute):
 
     def _model(self) -> Any:
         from facelens.detect.dlib import import_dlib
+        from facelens.profile import check_allowed
 
+        check_allowed("dlib-shape68")  # also for a loaded predictor: the profile may have changed since
         with self._lock:
             if self._predictor is None:
                 self._predictor = import_dlib().shape_predictor(str(model_path("dlib-shape68")))

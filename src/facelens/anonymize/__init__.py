@@ -102,7 +102,9 @@ class Anonymizer:
     @property
     def analyzer(self) -> FaceAnalyzer:
         if self._analyzer is None:
-            self._analyzer = FaceAnalyzer(det_threshold=self.det_threshold, det_size=self.det_size,
+            # the gallery's recognizer when there is one: --keep/--only search it with that model's embeddings
+            bound = getattr(self.gallery, "recognizer", None) if self.gallery is not None else None
+            self._analyzer = FaceAnalyzer(recognizer=bound, det_threshold=self.det_threshold, det_size=self.det_size,
                                           threads=self.threads or 1)
         return self._analyzer
 

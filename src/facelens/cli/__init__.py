@@ -50,16 +50,26 @@ def _root(
 
 
 def profile_first(argv: list[str]) -> list[str]:
-    """`--profile X` moved to the front, where the root command reads it, from wherever it was given
-    (`facelens detect --profile clean a.jpg` reads as naturally as `facelens --profile clean detect a.jpg`)."""
-    args = list(argv)
-    end = args.index("--") if "--" in args else len(args)
-    for i, arg in enumerate(args[:end]):
-        if arg == "--profile" and i + 1 < end:
-            return [arg, args[i + 1], *args[:i], *args[i + 2 :]]
-        if arg.startswith("--profile="):
-            return [arg, *args[:i], *args[i + 1 :]]
-    return args
+    """Every `--profile X` moved to the front, in order, where the root command reads it (the last one given
+    wins, as for any option), from wherever it was given: `facelens detect --profile clean a.jpg` reads as
+    naturally as `facelens --profile clean detect a.jpg`. Arguments after `--` are left alone."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < end:
+        arg = argv[i]
+        if arg == "--profile":
+            if i + 1 >= end:
+                from facelens.errors import ConfigError
+
+                raise ConfigError("--profile needs a value: default or clean")
+            front += [arg, argv[i + 1]]
+            i += 2
+            continue
+        (front if arg.startswith("--profile=") else rest).append(arg)
+        i += 1
+    return front + rest + list(argv[end:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    argv = profile_first(sys.argv[1:] if argv is None else argv)
     try:
+        argv = profile_first(sys.argv[1:] if argv is None else list(argv))
         # without standalone mode click returns the code of a typer.Exit instead of raising it
         code = app(args=argv, standalone_mode=False)
         return code if isinstance(code, int) else EXIT_OK

@@ -59,7 +59,7 @@ def _parse_list(text: str, convert: Callable[[str], Any], what: str) -> list[Any
         raise fail(f"{what} must be a comma-separated list, got {text!r}") from None
 
 
-def _evaluation_setup(recognizers: str, detector: str | None, flip: bool, threads: int, no_cache: bool,
+def _evaluation_setup(recognizers: str | None, detector: str | None, flip: bool, threads: int, no_cache: bool,
                       probe_sizes: str, crops: bool = False) -> tuple[list[Any], tuple[int, ...]]:
     from facelens.evaluate.cache import EmbeddingCache
     from facelens.evaluate.protocols import Embedder
@@ -68,7 +68,8 @@ def _evaluation_setup(recognizers: str, detector: str | None, flip: bool, thread
     if any(s < 4 or s > 1024 for s in sizes):
         raise fail("--probe-size values must be face widths between 4 and 1024 px")
     cache = None if no_cache else EmbeddingCache()
-    names = _parse_list(recognizers, str, "--recognizer") if recognizers.strip() else [None]  # None: the profile's
+    # nothing given: the profile's recognizer
+    names = _parse_list(recognizers, str, "--recognizer") if recognizers and recognizers.strip() else [None]
     embedders = [Embedder(FaceAnalyzer(detector, rec, threads=threads, flip=flip, crops=crops), cache)
                  for rec in names]
     if not embedders:

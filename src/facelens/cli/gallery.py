@@ -91,7 +91,7 @@ def gallery_import(
 
     store = open_gallery(gallery, recognizer, min_quality, det_size)
     if root.is_file():
-        added = store.import_export(root)
+        added = store.import_export(root, recognizer=recognizer)
         out.print(f"imported {added} face(s) from {escape(str(root))}")
         return
     total = len(folder_per_person(root))

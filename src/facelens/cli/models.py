@@ -16,26 +16,28 @@ models_app = typer.Typer(no_args_is_help=True, help="List and pull pretrained mo
 @models_app.command("list")
 def models_list(json_out: JsonOpt = False) -> None:
     """Every known model: task, installed or not, size, licence."""
-    from facelens.models.registry import list_models
+    from facelens.models.registry import default_models, list_models
     from facelens.models.store import is_installed
 
     entries = list_models()
+    defaults = set(default_models())  # the active profile's
     if json_out:
         print_json([{"name": e.name, "task": e.task, "installed": is_installed(e.name), "size": e.size,
                       "source": e.distribution.spec, "licence": e.licence, "commercial_use": e.commercial_use,
                       "commercial": e.commercial,
-                      "default": e.default} for e in entries])
+                      "default": e.name in defaults} for e in entries])
         return
     table = Table("name", "task", "installed", "size", "source", "licence")
     for e in entries:
-        table.add_row(e.name + (" *" if e.default else ""), e.task, "yes" if is_installed(e.name) else "no",
+        table.add_row(e.name + (" *" if e.name in defaults else ""), e.task, "yes" if is_installed(e.name) else "no",
                       f"{e.size / 1e6:.1f} MB", e.distribution.spec,
                       {"yes": "commercial use OK", "no": "[yellow]non-commercial only[/yellow]",
                        "unclear": "[yellow]unclear[/yellow]"}[e.commercial])
     out.print(table)
-    out.print("* default models. InsightFace weights (scrfd-500m, arcface-mbf, landmarks-2d106) are licensed "
-              "for non-commercial research only; `facelens models licences` lists every model's licence and "
-              "training data, and `--profile clean` uses only models licensed for commercial use.")
+    out.print("* the active profile's default models. InsightFace weights (scrfd-500m, arcface-mbf, "
+              "landmarks-2d106) are licensed for non-commercial research only; `facelens models licences` lists "
+              "every model's licence and training data, and `--profile clean` uses only models licensed for "
+              "commercial use.")
 
 
 @models_app.command("licences")
@@ -81,6 +83,10 @@ def models_pull(
     every = [n for n in REGISTRY if not profile.commercial_only or get_model(n).commercial == "yes"]
     chosen = every if all_models else (names or default_models())  # --all: every model the profile may run
     entries = [get_model(n) for n in chosen]
+    from facelens.profile import check_allowed
+
+    for entry in entries:
+        check_allowed(entry.name)  # a refusal is the one line, before any note
     if any(not e.commercial_use for e in entries):
         restricted = ", ".join(e.name for e in entries if not e.commercial_use)
         err.print(f"note: {restricted}: not licensed for commercial use, or unclear (see `facelens models licences`)")

@@ -116,7 +116,8 @@ class Collection:
 
     def _analyzer(self) -> FaceAnalyzer:
         if self.analyzer is None:
-            self.analyzer = FaceAnalyzer(threads=2)
+            # a collection keeps the recognizer it was started with, whichever profile is active now
+            self.analyzer = FaceAnalyzer(recognizer=self.db.meta("recognizer"), threads=2)
         return self.analyzer
 
     def _recognizer(self) -> str:

@@ -34,9 +34,11 @@ from facelens.gallery.store import (
     GalleryError,
     GalleryMissing,
     GalleryNotFound,
+    GalleryProfileError,
     GalleryReadOnly,
     Person,
     SQLiteStore,
+    check_profile_write,
     clean_name,
     metadata_json,
     valid_id,
@@ -216,15 +218,15 @@ class Gallery:
 
         active = active_profile()
         if active.commercial_only and self.profile not in (None, "clean"):
-            raise GalleryError(f"this gallery was made in the {self.profile} profile ({self.recognizer} embeddings); "
-                               f"the {active.name} profile cannot use it: enroll the people again into a new "
-                               f"gallery with {active.recognizer}")
+            raise GalleryProfileError(f"this gallery was made in the {self.profile} profile ({self.recognizer} "
+                                      f"embeddings); the {active.name} profile cannot use it: enroll the people "
+                                      f"again into a new gallery with {active.recognizer}")
 
     def _check_recognizer(self) -> None:
         self._check_profile()
         bound = self.recognizer
         if bound and bound != self._analyzer().recognizer:
-            raise GalleryError(f"this gallery holds {bound} embeddings; an analyzer with "
+            raise GalleryError(f"this gallery holds {bound} embeddings (profile {self.profile}); an analyzer with "
                                f"{self._analyzer().recognizer} cannot search or extend it")
 
     @property
@@ -500,6 +502,7 @@ class Gallery:
         """The best face of each of the `top_k` closest people, by cosine similarity."""
         top_k = _check_top_k(top_k)
         store = self._existing()
+        self._check_profile()
         dim = int(store.meta("dim") or 0)
         vector = np.asarray(embedding)
         if vector.dtype.kind not in "fiu" or not np.isfinite(vector).all() or not vector.any():
@@ -632,7 +635,8 @@ class Gallery:
             raise
         return count
 
-    def import_export(self, source: str | os.PathLike[str], allow_duplicate: bool = False) -> int:
+    def import_export(self, source: str | os.PathLike[str], allow_duplicate: bool = False,
+                      recognizer: str | None = None) -> int:
         """Load a file written by `export` in one transaction; returns faces added.
 
         Every record is checked before anything is written (a JSON object; a valid name and metadata;
@@ -643,7 +647,11 @@ class Gallery:
         nothing); for another person it refuses the file unless `allow_duplicate`."""
         source = Path(source)
         checking = self._export_records(source)
-        recognizer = next(checking)
+        expected, recognizer = recognizer, next(checking)
+        if expected is not None and recognizer is not None and expected != recognizer:
+            raise GalleryError(f"{source}: the file holds {recognizer} embeddings, not {expected}; nothing imported")
+        if recognizer is not None:
+            check_profile_write(recognizer)  # before anything, so no gallery is created for a refused file
         for _ in checking:  # a first pass: validation only, no gallery touched
             pass
         added = 0

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from facelens.errors import ConfigError, FacelensError, NotFoundError
+from facelens.errors import ConfigError, FacelensError, LicenceError, NotFoundError
 from facelens.sqlite import SQLiteDatabase
 
 SCHEMA_VERSION = 1
@@ -58,8 +58,23 @@ _BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\
 _RECEIPT_ID = re.compile(r"^forget-.*-(\d+)\.json$")
 
 
+def check_profile_write(recognizer: str) -> None:
+    """The clean profile writes no embedding of a model it may not run (an import, a collection's stored
+    embeddings, an analyzer built before the switch): one place every face passes on its way into a gallery."""
+    from facelens.profile import active_profile, profile_of_recognizer
+
+    active = active_profile()
+    if active.commercial_only and profile_of_recognizer(recognizer) != "clean":
+        raise GalleryProfileError(f"{recognizer} embeddings come from a model the {active.name} profile may not "
+                                  f"use; a gallery in this profile holds {active.recognizer} embeddings")
+
+
 class GalleryError(FacelensError):
     """A gallery operation that cannot be done as asked (unknown person, wrong recognizer, ...)."""
+
+
+class GalleryProfileError(GalleryError, LicenceError):
+    """Embeddings of a model the active profile may not use, going into or out of a gallery (HTTP 403)."""
 
 
 class GalleryNotFound(GalleryError, NotFoundError):
@@ -206,6 +221,7 @@ class SQLiteStore(SQLiteDatabase):
         weights allow commercial use); refuse embeddings of any other model."""
         from facelens.profile import profile_of_recognizer
 
+        check_profile_write(recognizer)
         bound = conn.execute("SELECT value FROM meta WHERE key='recognizer'").fetchone()
         if bound is None:
             conn.execute("INSERT INTO meta VALUES ('recognizer', ?), ('dim', ?), ('profile', ?)",
@@ -293,6 +309,7 @@ class SQLiteStore(SQLiteDatabase):
     def add_face(conn: sqlite3.Connection, person_id: int, embedding: np.ndarray, recognizer: str,
                  image_sha256: str | None, bbox: list[float] | None, det_score: float | None,
                  quality: float | None, thumbnail: bytes | None) -> int:
+        check_profile_write(recognizer)
         # Face ids are never reused (SQLite would reuse a deleted maximum): the search index relies on
         # "id > last indexed id" meaning "new face".
         face_id = SQLiteStore._highest_id(conn, "last_face_id", "faces") + 1

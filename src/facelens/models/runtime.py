@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import onnxruntime as ort
@@ -52,7 +56,29 @@ def tflite_interpreter(name: str, local: threading.local) -> Any:
             from facelens.errors import FacelensError
 
             raise FacelensError(f"{name} needs ai-edge-litert; run `pip install ai-edge-litert`") from None
-        interp = Interpreter(model_path=str(model_path(name)), num_threads=1)
-        interp.allocate_tensors()
+        path = str(model_path(name))
+        with _LOCK, _quiet_stderr():  # TFLite's C++ log ("INFO: Created ... XNNPACK delegate") would mix into output
+            interp = Interpreter(model_path=path, num_threads=1)
+            interp.allocate_tensors()
         local.interpreter = interp
     return interp
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """File descriptor 2 sent to /dev/null for the block (C++ code writes there, below Python's sys.stderr)."""
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 at all (a daemon): nothing to quiet
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

@@ -97,7 +97,14 @@ class Service:
             if self._gallery is None:
                 from facelens.gallery import Gallery
 
-                self._gallery = Gallery(self.config.gallery, self.analyzer)
+                gallery = Gallery(self.config.gallery, self.analyzer)
+                bound = gallery.recognizer
+                if bound and bound != self.analyzer.recognizer:  # a gallery made in the other profile
+                    from facelens.pipeline import FaceAnalyzer
+
+                    gallery.analyzer = FaceAnalyzer(recognizer=bound, threads=1, det_size=self.config.det_size,
+                                                    flip=self.config.flip and bound in ("arcface-mbf", "sface"))
+                self._gallery = gallery
             return self._gallery
 
     @property

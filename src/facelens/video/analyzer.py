@@ -120,15 +120,17 @@ class VideoAnalyzer:
     def check(self, gallery: Any = None) -> FaceAnalyzer:
         """Raise now for a bad option, a missing model or gallery; returns the image analyzer to use."""
         self._check()
-        analyzer = self.face_analyzer()
+        analyzer = self.face_analyzer(gallery)
         analyzer.check_models(embed=True)
         if gallery is not None:
             gallery.threshold_for_search(analyzer.recognizer, self.fpir)
         return analyzer
 
-    def face_analyzer(self) -> FaceAnalyzer:
+    def face_analyzer(self, gallery: Any = None) -> FaceAnalyzer:
+        """The image analyzer; with a gallery and no recognizer named, the gallery's recognizer."""
         if self.analyzer is None:
-            self.analyzer = FaceAnalyzer(detector=self.detector, recognizer=self.recognizer, det_size=self.det_size,
+            recognizer = self.recognizer or (getattr(gallery, "recognizer", None) if gallery is not None else None)
+            self.analyzer = FaceAnalyzer(detector=self.detector, recognizer=recognizer, det_size=self.det_size,
                                          min_face=self.min_face, threads=self.threads or 1)
         return self.analyzer
 
