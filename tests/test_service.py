@@ -49,7 +49,7 @@ def env(tmp_path_factory, data):
 
 def test_health_needs_no_key_and_everything_else_does(env):
     client, keys, _ = env
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "profile": "default"}
     assert client.get("/readyz").status_code == 200
     for path in ("/v1/gallery/people", "/metrics", "/v1/clusters"):
         r = client.get(path)
