@@ -9,7 +9,8 @@ Three models, all trained on FER-2013's 48x48 grey face crops:
 Every model is given the crop it was trained on: FER-2013's crops are a face detector's box, so a face in a
 photo is warped (similarity, from its five points) onto FER-2013's own median framing (`align.FER_TEMPLATE`,
 measured on its Training split); a face crop given whole (`crops=True`) is used whole, as FER-2013 is. The
-probabilities of the crop and its mirror image are averaged (about +1 point, measured).
+probabilities of the crop and its mirror image are averaged (about +1 point, measured); facelens's own model
+averages the FER literature's ten standard views instead (`FacelensExpression`).
 """
 
 from __future__ import annotations
