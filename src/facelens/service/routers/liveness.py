@@ -82,10 +82,9 @@ async def check_session(request: Request, session_id: SessionId, _: Read, servic
     def work() -> dict[str, Any]:
         from facelens.challenge import check_challenge, sign_verdict, video_signals
         from facelens.models.store import usable
-        from facelens.pipeline import FaceAnalyzer
 
         attributes = ["landmarks", "pose", "expression"] + (["liveness"] if usable("liveness-minifas") else [])
-        analyzer = FaceAnalyzer(threads=1, attributes=attributes)
+        analyzer = service.attribute_analyzer(attributes)  # shared, loaded once: not one per request
         with tempfile.NamedTemporaryFile(suffix=".video") as fh:
             fh.write(clip)
             fh.flush()
