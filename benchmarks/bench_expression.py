@@ -120,10 +120,11 @@ def render(results: list[dict], meta: dict) -> str:
     if train.exists():
         log = json.loads(train.read_text())
         epochs = [e for e in log["log"] if "epoch" in e]
-        restarts = [e["restart_after_epoch"] for e in log["log"] if "restart_after_epoch" in e]
+        restarts = [e for e in log["log"] if "restart_after_epoch" in e]
         per_epoch = ", ".join(f"{e['publictest']['flip']['accuracy'] * 100:.1f}" for e in epochs)
-        restart = (f"; a warm restart (a new cosine cycle at half the peak rate) after epoch "
-                   f"{', '.join(map(str, restarts))}") if restarts else ""
+        restart = ("; warm restarts (a new cosine cycle from where the last ended) after epoch " + ", ".join(
+            f"{e['restart_after_epoch']} (peak {e['peak_lr_scale']:g} of the first)" for e in restarts)
+            ) if restarts else ""
         lines += ["", f"Training (`scripts/train_expression.py`, seed {log['args']['seed']}): {len(epochs)} "
                   f"epochs{restart}, {log['wall_s'] / 60:.0f} min on {log['machine']} (torch {log['torch']}, CPU; "
                   "the machine was running other work for much of it, ~7.5 min an epoch when idle). PublicTest "

@@ -33,9 +33,9 @@ from facelens.pipeline import largest_face
 from .test_cli import run
 
 PER_CLASS = 40  # PublicTest images per class in the sample (disgust has 56 in all)
-# measured on this sample with the shipped model: direct 70.4 % (macro recall the same: balanced), photo path
-# 62.9 % (faces not found in their photo count as wrong: FER-2013 holds blank and extreme close-up crops)
-DIRECT_FLOOR, PHOTO_FLOOR = 0.66, 0.58
+# measured on this sample with the shipped model: direct 70.7 % (macro recall the same: balanced), photo path
+# 65.0 % (faces not found in their photo count as wrong: FER-2013 holds blank and extreme close-up crops)
+DIRECT_FLOOR, PHOTO_FLOOR = 0.67, 0.61
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +262,15 @@ def test_expression_accuracy_direct_and_photo_paths(fer_sample, photo_sample):
     assert direct["accuracy"] >= DIRECT_FLOOR and direct["macro_recall"] >= DIRECT_FLOOR
     assert direct["per_class"]["disgust"]["recall"] >= 0.3 and direct["per_class"]["fear"]["recall"] >= 0.3
     assert photo["accuracy"] >= PHOTO_FLOOR
+
+
+def test_ten_crop_views_are_the_standard_ten_and_agree_with_flip(fer_sample):
+    from facelens.analysis.expression import FacelensExpression, grey_crops  # noqa: F401
+
+    crops = np.stack([np.asarray(load_image(p))[..., 0] for p in sorted(fer_sample.rglob("*.*"))[:8]])
+    ten = FacelensExpression(ten_crop=True)
+    views = ten.views(crops)
+    assert len(views) == 10 and all(v.shape == crops.shape for v in views)
+    assert np.array_equal(views[1], views[0][:, :, ::-1])  # each crop is followed by its mirror image
+    p_ten, p_flip = ten.probabilities(crops), FacelensExpression().probabilities(crops)
+    assert np.allclose(p_ten.sum(1), 1) and (p_ten.argmax(1) == p_flip.argmax(1)).mean() >= 0.75
