@@ -265,7 +265,7 @@ def test_expression_accuracy_direct_and_photo_paths(fer_sample, photo_sample):
 
 
 def test_ten_crop_views_are_the_standard_ten_and_agree_with_flip(fer_sample):
-    from facelens.analysis.expression import FacelensExpression, grey_crops  # noqa: F401
+    from facelens.analysis.expression import FacelensExpression
 
     crops = np.stack([np.asarray(load_image(p))[..., 0] for p in sorted(fer_sample.rglob("*.*"))[:8]])
     ten = FacelensExpression(ten_crop=True)
