@@ -182,6 +182,11 @@ class SCRFD(Detector):
             all_scores.append(scores[keep])
             all_boxes.append(distance_to_box(centers, distances))
             all_points.append(distance_to_points(centers, offsets))
+        return self._suppress(all_scores, all_boxes, all_points)
+
+    def _suppress(self, all_scores: list[np.ndarray], all_boxes: list[np.ndarray], all_points: list[np.ndarray]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The levels' candidates joined and thinned by NMS: (boxes, scores, points)."""
         if not all_scores:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
         scores = np.concatenate(all_scores)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facelens.detect.scrfd import SCRFD, STRIDES, nms
+from facelens.detect.scrfd import SCRFD, STRIDES
 
 # the default profile's operating point carried over: the lowest threshold (in steps of 0.1) at which YuNet
 # finds no more faces in the 25 non-face fixture photos than SCRFD does at its authors' 0.5 (one). Measured
@@ -61,10 +61,4 @@ class YuNet(SCRFD):
             all_scores.append(scores[keep])
             all_boxes.append(np.concatenate([centre - size / 2, centre + size / 2], axis=1))
             all_points.append((cells[:, None, :] + raw_kps) * stride)
-        if not all_scores:
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
-        scores = np.concatenate(all_scores)
-        boxes = np.concatenate(all_boxes)
-        points = np.concatenate(all_points)
-        kept = nms(boxes, scores, self.nms_threshold)
-        return boxes[kept], scores[kept], points[kept]
+        return self._suppress(all_scores, all_boxes, all_points)
