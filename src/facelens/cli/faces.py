@@ -77,7 +77,8 @@ def detect(
     json_out: JsonOpt = False,
     draw: Annotated[Path | None, typer.Option("--draw", help="annotated image (a folder for several)")] = None,
     detector: DetectorOpt = None,
-    threshold: Annotated[float, typer.Option("--threshold", min=0.01, max=0.99)] = 0.5,
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", min=0.01, max=0.99, help="default: the detector's own (scrfd-500m 0.5, yunet 0.6)")] = None,
     min_face: Annotated[float, typer.Option("--min-face", min=0, help="smallest face side, px")] = 0,
     det_size: DetSizeOpt = "auto",
     threads: ThreadsOpt = 0,
