@@ -57,9 +57,7 @@ def set_profile(name: str | None) -> None:
     """Choose the profile for this process (None: back to FACELENS_PROFILE or default)."""
     global _chosen
     _chosen = None if name is None else check_profile(name)
-    from facelens.models.runtime import clear_sessions
-
-    clear_sessions()  # a session opened under another profile must not outlive it
+    # nothing opened before needs closing: every session and interpreter is checked again on each use
 
 
 def active_profile() -> Profile:
@@ -91,15 +89,13 @@ def allowed(name: str) -> bool:
 
 def check_allowed(name: str) -> None:
     """Raise LicenceError if the active profile may not open this model."""
-    profile = active_profile()
-    if not profile.commercial_only:
+    if allowed(name):
         return
     from facelens.models.registry import get_model
 
     entry = get_model(name)
-    if entry.commercial != "yes":
-        what = {"no": "not licensed for commercial use", "unclear": "of unclear licence"}[entry.commercial]
-        raise LicenceError(f"{name} is {what} ({entry.licence}); the {profile.name} profile refuses it")
+    what = {"no": "not licensed for commercial use", "unclear": "of unclear licence"}[entry.commercial]
+    raise LicenceError(f"{name} is {what} ({entry.licence}); the {active_profile().name} profile refuses it")
 
 
 def profile_of_recognizer(recognizer: str) -> str:

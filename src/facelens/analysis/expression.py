@@ -15,7 +15,6 @@ can average the FER literature's ten standard views instead (`FacelensExpression
 
 from __future__ import annotations
 
-import threading
 from abc import abstractmethod
 from typing import Any
 
@@ -79,12 +78,8 @@ class FerExpression(ExpressionModel):
     models = ("expression-fer",)
     input_size = 64
 
-    def __init__(self, flip: bool = True) -> None:
-        super().__init__(flip)
-        self._local = threading.local()  # a TFLite interpreter is not thread-safe: one per thread
-
     def _interpreter(self) -> Any:
-        return tflite_interpreter("expression-fer", self._local)
+        return tflite_interpreter("expression-fer")
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """(N, 7) class probabilities of (N, 64, 64) uint8 grey crops."""

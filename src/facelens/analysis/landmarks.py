@@ -87,11 +87,8 @@ class LandmarksMesh(FaceAttribute):
     min_face = 16.0
     input_size = 192
 
-    def __init__(self) -> None:
-        self._local = threading.local()  # a TFLite interpreter is not thread-safe: one per thread
-
     def _interpreter(self) -> Any:
-        return tflite_interpreter("facemesh", self._local)
+        return tflite_interpreter("facemesh")
 
     def crop(self, image: np.ndarray, face: Face) -> tuple[np.ndarray, np.ndarray]:
         """The 192×192 crop and the 2×3 matrix that maps it back to the image."""
@@ -166,9 +163,6 @@ def semantic_points(face: Face) -> tuple[dict[str, np.ndarray], str] | None:
     return None
 
 
-_MESH = LandmarksMesh()  # one per process: its interpreters are per thread
-
-
 def mesh_five_points(image: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
     """Five ArcFace-order points (eye-ring centres, nose tip, mouth corners) read off FaceMesh, one (5, 2) array
     per face; a face the mesh cannot be trusted on (under 24 px, or a mesh whose eyes disagree with the
@@ -182,7 +176,7 @@ def mesh_five_points(image: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
             if f.landmarks is not None and len(f.landmarks) == 5 and min(f.width, f.height) >= 24]
     if not todo:
         return out
-    for i, pts in zip(todo, _MESH.points(image, [faces[i] for i in todo]), strict=True):
+    for i, pts in zip(todo, LandmarksMesh().points(image, [faces[i] for i in todo]), strict=True):
         five = np.stack([pts[MESH_LEFT_EYE].mean(0), pts[MESH_RIGHT_EYE].mean(0), pts[1], pts[61], pts[291]])
         detected = out[i].astype(np.float64)
         iod = float(np.linalg.norm(detected[1] - detected[0]))

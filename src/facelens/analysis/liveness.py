@@ -19,7 +19,6 @@ verification thresholds): which data, how many samples, which rate.
 from __future__ import annotations
 
 import json
-import threading
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -113,7 +112,6 @@ class Liveness(FaceAttribute):
     def __init__(self, bpcer: float = DEFAULT_BPCER, use_dtn: bool | None = None) -> None:
         self.bpcer = bpcer
         self.use_dtn = use_dtn  # None: whenever liveness-dtn is installed
-        self._local = threading.local()  # a TFLite interpreter is not thread-safe
 
     def dtn_enabled(self) -> bool:
         return is_installed("liveness-dtn") if self.use_dtn is None else bool(self.use_dtn)
@@ -144,7 +142,7 @@ class Liveness(FaceAttribute):
         return [(float(1 - p), s) for p, s in zip(live, reached, strict=True)]
 
     def _interpreter(self) -> Any:
-        return tflite_interpreter("liveness-dtn", self._local)
+        return tflite_interpreter("liveness-dtn")
 
     def dtn_scores(self, image: np.ndarray, faces: list[Face]) -> list[float]:
         interp = self._interpreter()

