@@ -11,6 +11,7 @@ from typing import Any
 
 import onnxruntime as ort
 
+from facelens.models.graph import DISABLED_OPTIMIZERS, fast_graph
 from facelens.models.store import model_path
 from facelens.profile import check_allowed
 
@@ -31,8 +32,12 @@ def onnx_session(name: str, threads: int = 1) -> ort.InferenceSession:
             opts.inter_op_num_threads = 1
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             opts.log_severity_level = 3
+            path = model_path(name)
+            # the load-time rewrites (models/graph.py: PRelu) when the graph has something to rewrite
+            source = fast_graph(path) if path.suffix == ".onnx" else None
             session = ort.InferenceSession(
-                str(model_path(name)), sess_options=opts, providers=["CPUExecutionProvider"]
+                source or str(path), sess_options=opts, providers=["CPUExecutionProvider"],
+                disabled_optimizers=DISABLED_OPTIMIZERS,
             )
             _SESSIONS[key] = session
         return session

@@ -1,0 +1,142 @@
+"""Graph rewrites for speed: exact at load time (PRelu), and INT8 recognizers built once at pull time.
+
+**PRelu.** onnxruntime's CPU PRelu is a generic broadcasting kernel: on ArcFace MobileFaceNet's 34 PRelus
+(3.2 M values a face) it took 34 % of the network's time, and it forces the convolutions out of the
+blocked NCHWc layout and back around every one of them. PRelu(x, a) = a·x + (1 - a)·relu(x) written with
+Relu, Mul and Add stays in that layout (onnxruntime folds the per-channel multiplications into its blocked
+kernels) and gives the same values to float rounding: 23 → 16-18 ms a face on one thread, measured. Done on
+the loaded graph, so the file on disk stays the checked, published one.
+
+**INT8.** `quantize_recognizer` builds a static, per-channel QDQ INT8 model (onnxruntime's quantizer)
+from the fp32 file: opset 13 (per-channel QDQ needs it), the PRelu rewrite, activation ranges calibrated on
+faces found in photos that ship in the same distribution (Percentile calibration: measured against MinMax
+and Entropy on people_celeba, it kept the most verification accuracy), and grouped (not depthwise)
+convolutions left in fp32: onnxruntime's INT8 kernel for them took 11.7 of 19 ms a face. The session then
+runs with onnxruntime's `WeightBiasQuantization` pass off, which would otherwise quantize those fp32
+weights itself. See benchmarks/RESULTS.md ("Throughput") for the speed and accuracy measured.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# onnxruntime passes turned off for every session: this one re-quantizes the fp32 weights a quantized graph
+# keeps on purpose (see the module docstring); it does nothing to graphs without QDQ nodes
+DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
+
+
+def split_prelu(model: Any) -> int:
+    """Rewrite every PRelu whose slope is a constant per-channel (C,1,1) or scalar tensor as
+    a·x + (1 - a)·relu(x), in place; returns how many were rewritten."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    constants = {i.name: i for i in graph.initializer}
+    nodes, count = [], 0
+    for k, node in enumerate(graph.node):
+        slope = constants.get(node.input[1]) if node.op_type == "PRelu" else None
+        if slope is None:
+            nodes.append(node)
+            continue
+        a = numpy_helper.to_array(slope).astype(np.float32)
+        if not (a.size == 1 or (a.ndim == 3 and a.shape[1:] == (1, 1))):
+            nodes.append(node)  # another broadcast (e.g. over the last axis): left as it is
+            continue
+        x, y, prefix = node.input[0], node.output[0], f"facelens_prelu{k}_"
+        graph.initializer.append(numpy_helper.from_array(1.0 - a, prefix + "one_minus_a"))
+        nodes += [helper.make_node("Relu", [x], [prefix + "relu"], name=prefix + "relu"),
+                  helper.make_node("Mul", [x, node.input[1]], [prefix + "ax"], name=prefix + "ax"),
+                  helper.make_node("Mul", [prefix + "relu", prefix + "one_minus_a"], [prefix + "br"],
+                                   name=prefix + "br"),
+                  helper.make_node("Add", [prefix + "ax", prefix + "br"], [y], name=prefix + "sum")]
+        count += 1
+    if count:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return count
+
+
+def fast_graph(path: str | Path) -> bytes | None:
+    """The model's bytes with the load-time rewrites applied, or None when there is nothing to rewrite
+    (the session then loads the file itself)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    if not any(n.op_type == "PRelu" for n in model.graph.node):
+        return None
+    return model.SerializeToString() if split_prelu(model) else None
+
+
+def _blob(crops: np.ndarray, mean: float, scale: float) -> np.ndarray:
+    """(N, 112, 112, 3) BGR crops to the recognizer's NCHW RGB input."""
+    blob = (crops[..., ::-1].astype(np.float32) - mean) * scale
+    return np.ascontiguousarray(blob.transpose(0, 3, 1, 2))
+
+
+def quantize_recognizer(source: Path, dest: Path, calibration_crops: np.ndarray, mean: float, scale: float,
+                        min_cosine: float = 0.95) -> dict[str, float]:
+    """Write a static per-channel QDQ INT8 version of an fp32 recognizer to `dest`.
+
+    `calibration_crops`: aligned 112×112 BGR faces (their mirror images are added). The result is checked
+    against the fp32 model on those faces: a mean cosine below `min_cosine` raises, and nothing is
+    written. Returns {"faces", "mean_cosine", "min_cosine"}."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import version_converter
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from facelens.errors import ModelIntegrityError
+
+    crops = np.concatenate([calibration_crops, calibration_crops[:, :, ::-1]])
+    with tempfile.TemporaryDirectory(prefix="facelens-int8-") as tmp:
+        work = Path(tmp)
+        model = version_converter.convert_version(onnx.load(str(source)), 13)
+        split_prelu(model)
+        onnx.save(model, work / "fp32.onnx")
+        quant_pre_process(str(work / "fp32.onnx"), str(work / "pre.onnx"))
+        pre = onnx.load(str(work / "pre.onnx"))
+        input_name = pre.graph.input[0].name
+        weights = {i.name: list(i.dims) for i in pre.graph.initializer}
+        grouped = [n.name for n in pre.graph.node if n.op_type == "Conv" and len(weights.get(n.input[1], [])) > 1
+                   and weights[n.input[1]][1] > 1 and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+
+        class Faces(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.items = iter(range(len(crops)))
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                i = next(self.items, None)
+                return None if i is None else {input_name: _blob(crops[i : i + 1], mean, scale)}
+
+        quantize_static(str(work / "pre.onnx"), str(work / "int8.onnx"), Faces(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=grouped)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        outputs = []
+        for name in ("fp32.onnx", "int8.onnx"):
+            session = ort.InferenceSession(str(work / name), opts, providers=["CPUExecutionProvider"],
+                                           disabled_optimizers=DISABLED_OPTIMIZERS)
+            out = np.concatenate([session.run(None, {input_name: _blob(crops[i : i + 32], mean, scale)})[0]
+                                  for i in range(0, len(crops), 32)])
+            outputs.append(out / np.linalg.norm(out, axis=1, keepdims=True))
+        cosine = (outputs[0] * outputs[1]).sum(1)
+        report = {"faces": float(len(calibration_crops)), "mean_cosine": float(cosine.mean()),
+                  "min_cosine": float(cosine.min())}
+        if report["mean_cosine"] < min_cosine:
+            raise ModelIntegrityError(f"{dest.name}: the INT8 model's embeddings differ from fp32's (mean cosine "
+                                      f"{report['mean_cosine']:.3f} < {min_cosine}); not installed")
+        shutil.move(str(work / "int8.onnx"), str(dest))
+    return report
