@@ -31,6 +31,8 @@ from facelens.types import Face, ImageResult
 # decode_size when not given: with det_size "auto" the fine pass looks for ~24 px faces, which a JPEG
 # decoded at 1/2 scale (every photo from 4096 px up at 2048) would have shrunk to 12 px
 AUTO_DECODE_SIZE = 4096
+# recognizers with an INT8 build in the registry (made at pull time, see facelens.models.graph)
+INT8_RECOGNIZERS = {"arcface-mbf": "arcface-mbf-int8"}
 FIXED_DECODE_SIZE = 2048
 
 
@@ -66,7 +68,9 @@ class FaceAnalyzer:
     det_size). Boxes and landmarks are always in the file's pixels. `crops=True`: every image is one
     face crop, as in most face datasets (see `facelens.detect.crop`): the whole image is the face,
     never "no face"; the detector only supplies its five points where it can. `attribute_options`:
-    constructor options per attribute, e.g. {"liveness": {"bpcer": 0.05}}.
+    constructor options per attribute, e.g. {"liveness": {"bpcer": 0.05}}. `int8=True`: the recognizer's
+    INT8 build (`arcface-mbf-int8`, made at pull time): the same embedding space and thresholds, ~2x faster
+    embedding on CPUs with VNNI, verification accuracy within 0.1 point (benchmarks/RESULTS.md, "Throughput").
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class FaceAnalyzer:
         attributes: Sequence[str] = (),
         crops: bool = False,
         attribute_options: dict[str, dict[str, Any]] | None = None,
+        int8: bool = False,
     ) -> None:
         # None: the active profile's model (`facelens.profile`), fixed here so the analyzer keeps it
         self.detector = detector or default_detector()
@@ -99,6 +104,7 @@ class FaceAnalyzer:
         self.attributes = tuple(attributes) if isinstance(attributes, list | tuple) else attributes
         self.crops = crops
         self.attribute_options = attribute_options
+        self.int8 = int8
         self._detector: Detector | None = None
         self._recognizer: Recognizer | None = None
         self._parts: list[FaceAttribute] | None = None
@@ -126,8 +132,22 @@ class FaceAnalyzer:
             if self.flip and self.recognizer not in flippable:
                 raise ConfigError(f"flip augmentation is implemented for arcface-mbf and sface, not {self.recognizer}")
             params: dict[str, Any] = {"flip": self.flip} if self.recognizer in flippable else {}
+            int8 = self.int8_model
+            if int8:
+                params["model"] = int8
             self._recognizer = create_recognizer(self.recognizer, **params)
         return self._recognizer
+
+    @property
+    def int8_model(self) -> str | None:
+        """The registry name of the recognizer's INT8 build when `int8` is set, else None."""
+        if not isinstance(self.int8, bool | np.bool_):
+            raise ConfigError(f"int8 must be True or False, got {self.int8!r}")
+        if not self.int8:
+            return None
+        if self.recognizer not in INT8_RECOGNIZERS:
+            raise ConfigError(f"int8 is available for {', '.join(INT8_RECOGNIZERS)}, not {self.recognizer}")
+        return INT8_RECOGNIZERS[self.recognizer]
 
     @property
     def attribute_models(self) -> list[FaceAttribute]:
@@ -156,6 +176,8 @@ class FaceAnalyzer:
         for name in names:
             for model in REQUIRES.get(name, ()):
                 model_path(model)
+        if embed and self.int8_model:
+            model_path(self.int8_model)
         _ = self.detector_model
         if embed:
             _ = self.recognizer_model

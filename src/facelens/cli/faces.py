@@ -26,6 +26,7 @@ from facelens.cli._common import (
     FarOpt,
     FlipOpt,
     GalleryOpt,
+    Int8Opt,
     JsonOpt,
     MinQualityOpt,
     RecognizerOpt,
@@ -179,6 +180,7 @@ def embed(
     det_size: DetSizeOpt = "auto",
     recognizer: RecognizerOpt = None,
     flip: FlipOpt = False,
+    int8: Int8Opt = False,
     largest: Annotated[bool, typer.Option("--largest", help="only one face per image: its subject")] = False,
     subject: SubjectOpt = "main",
     crops: CropsOpt = False,
@@ -194,7 +196,7 @@ def embed(
     if output.parent.exists() and not output.parent.is_dir():
         raise fail(f"--out {output}: {output.parent} is not a folder")
     analyzer = FaceAnalyzer(detector=detector, recognizer=recognizer, threads=threads, flip=flip, det_size=det_size,
-                            crops=crops)
+                            crops=crops, int8=int8)
     results = run_batch(analyzer, images, embed=True, label="embedding")
     rows = []
     for r in results:

@@ -150,6 +150,9 @@ class SCRFD(Detector):
             canvas *= self.pixel_scale
         return canvas.transpose(2, 0, 1), scale
 
+    def _session(self) -> object:
+        return onnx_session(self.model, self.threads)
+
     @staticmethod
     def _infer(session: object, input_name: str, batch: np.ndarray) -> list[np.ndarray]:
         """Raw outputs for an (N, 3, H, W) batch, each indexed by batch item first."""
@@ -231,7 +234,7 @@ class SCRFD(Detector):
         self, images: list[np.ndarray], shapes: list[tuple[int, int]], limit: bool = True
     ) -> list[list[Face]]:
         """Detect each image at its input shape, batching images whose shapes are equal."""
-        session = onnx_session(self.model, self.threads)
+        session = self._session()
         input_name = session.get_inputs()[0].name
         groups: dict[tuple[int, int], list[int]] = {}
         for i, shape in enumerate(shapes):
@@ -286,7 +289,7 @@ class SCRFD(Detector):
         largest = AUTO_GAIN * RELIABLE_FACE * scale / first_scale
         overlap = min(TILE // 2, max(64, math.ceil((largest + 2 * EDGE) / 32) * 32))
         (ys, tile_h), (xs, tile_w) = self._tiles(fine_h, overlap), self._tiles(fine_w, overlap)
-        session = onnx_session(self.model, self.threads)
+        session = self._session()
         input_name = session.get_inputs()[0].name
         found: list[tuple[np.ndarray, float, np.ndarray]] = []
         for y0 in ys:

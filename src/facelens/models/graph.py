@@ -18,6 +18,9 @@ weights itself. See benchmarks/RESULTS.md ("Throughput") for the speed and accur
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -72,6 +75,15 @@ def fast_graph(path: str | Path) -> bytes | None:
     return model.SerializeToString() if split_prelu(model) else None
 
 
+@contextlib.contextmanager
+def _logging_off() -> Any:
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def _blob(crops: np.ndarray, mean: float, scale: float) -> np.ndarray:
     """(N, 112, 112, 3) BGR crops to the recognizer's NCHW RGB input."""
     blob = (crops[..., ::-1].astype(np.float32) - mean) * scale
@@ -120,9 +132,12 @@ def quantize_recognizer(source: Path, dest: Path, calibration_crops: np.ndarray,
                 i = next(self.items, None)
                 return None if i is None else {input_name: _blob(crops[i : i + 1], mean, scale)}
 
-        quantize_static(str(work / "pre.onnx"), str(work / "int8.onnx"), Faces(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=grouped)
+        # the quantizer prints its progress and logs a warning about the final BatchNorm's rank-1 weight
+        with contextlib.redirect_stdout(io.StringIO()), _logging_off():
+            quantize_static(str(work / "pre.onnx"), str(work / "int8.onnx"), Faces(),
+                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.Percentile,
+                            nodes_to_exclude=grouped)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         outputs = []
@@ -140,3 +155,33 @@ def quantize_recognizer(source: Path, dest: Path, calibration_crops: np.ndarray,
                                       f"{report['mean_cosine']:.3f} < {min_cosine}); not installed")
         shutil.move(str(work / "int8.onnx"), str(dest))
     return report
+
+
+def build_int8_recognizer(entry: Any, sources: Path, source: Path, dest: Path) -> dict[str, float]:
+    """The pull-time "int8" conversion of a registry entry: find the faces of the calibration photos with the
+    fp32 detector file shipped beside the recognizer, align them as the recognizer does, quantize."""
+    import onnxruntime as ort
+
+    from facelens.align import norm_crop
+    from facelens.detect.scrfd import SCRFD
+    from facelens.io import load_image
+
+    convert = entry.convert
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(sources / convert["detector"]), opts, providers=["CPUExecutionProvider"])
+
+    class FileDetector(SCRFD):  # the checked file in hand, not the registry's installed copy
+        def _session(self) -> object:
+            return session
+
+    detector = FileDetector()
+    crops = []
+    for name in convert["calibration"]:
+        image = load_image(sources / name)
+        crops += [norm_crop(image, face.landmarks) for face in detector.detect(image) if face.landmarks is not None]
+    if not crops:
+        from facelens.errors import ModelIntegrityError
+
+        raise ModelIntegrityError(f"{entry.name}: no calibration face found; not installed")
+    return quantize_recognizer(source, dest, np.stack(crops), convert["mean"], convert["scale"])

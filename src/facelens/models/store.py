@@ -159,6 +159,10 @@ def _install_from(archive: Path, entry: ModelEntry) -> Path:
             from facelens.models.onnxfix import repair
 
             repair(source, tmp, dynamic_hw=bool(entry.convert.get("dynamic_hw")))
+        elif kind == "int8":
+            from facelens.models.graph import build_int8_recognizer
+
+            build_int8_recognizer(entry, sources, source, tmp)
         else:  # pragma: no cover - registry entries are static
             raise ConfigError(f"{entry.name}: unknown conversion {entry.convert}")
         shutil.rmtree(source_dir(entry), ignore_errors=True)
