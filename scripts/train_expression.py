@@ -20,8 +20,9 @@ Usage (needs `pip install torch==2.13.0` in the venv; ~7 min per epoch on 2 core
 
     .venv/bin/python scripts/train_expression.py --epochs 10 --out .cache/train-expression
     .venv/bin/python scripts/train_expression.py --resume --restart 0.5 --epochs 18   # a second, warm-restart cycle
-    .venv/bin/python scripts/train_expression.py --resume --restart 0.4 --epochs 25   # the third (what ships)
-    .venv/bin/python scripts/train_expression.py --export .cache/train-expression/snapshot-e25.pt \\
+    .venv/bin/python scripts/train_expression.py --resume --restart 0.4 --epochs 25   # the third
+    .venv/bin/python scripts/train_expression.py --resume --restart 0.3 --epochs 31   # the fourth (what ships)
+    .venv/bin/python scripts/train_expression.py --export .cache/train-expression/snapshot-e31.pt \\
         --onnx src/facelens/models/weights/expression-facelens.onnx      # several checkpoints: a snapshot ensemble
 """
 

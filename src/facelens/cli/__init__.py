@@ -14,14 +14,14 @@ from typing import Annotated
 
 import typer
 
-from facelens.cli import anonymize, clusters, evaluate, faces, gallery, liveness, models, serve, video
+from facelens.cli import anonymize, clusters, evaluate, faces, gallery, index, liveness, models, serve, video
 from facelens.cli._common import EXIT_OK, close_galleries, exit_code_for, out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, align, embed and compare faces.")
 
 # Registration order is the order `facelens --help` lists them: keep it.
 for _command in (faces.detect, faces.analyze, faces.embed, faces.verify, faces.find, faces.calibrate,
-                 clusters.cluster, faces.identify, video.video, anonymize.anonymize, liveness.liveness,
+                 clusters.cluster, faces.identify, index.index, video.video, anonymize.anonymize, liveness.liveness,
                  serve.serve):
     app.command()(_command)
 app.add_typer(models.models_app, name="models")

@@ -1,0 +1,78 @@
+"""`facelens index`: embed every face of folders, file lists or object storage into Parquet (resumable), on this
+machine or on a Ray cluster."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from facelens.cli._common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    DetectorOpt,
+    DetSizeOpt,
+    Int8Opt,
+    JsonOpt,
+    RecognizerOpt,
+    ThreadsOpt,
+    err,
+    escape,
+    fail,
+    out,
+    print_json,
+)
+from facelens.errors import FacelensError
+from facelens.io import expand_paths
+
+
+def index(
+    sources: Annotated[list[str], typer.Argument(help="image files or folders; with --ray also URIs such as "
+                                                      "s3://bucket/photos")],
+    output: Annotated[str, typer.Option("--out", help="output folder of Parquet files (created; a second run "
+                                                      "over it skips images already there, by content hash)")],
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray", help="run on Ray: 'local' (a Ray instance on this machine), 'auto' (inside a cluster) or "
+                      "ray://HEAD:10001; without it, this machine's threads")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Ray workers (0: every CPU of the cluster)")] = 0,
+    detector: DetectorOpt = None,
+    det_size: DetSizeOpt = "auto",
+    recognizer: RecognizerOpt = None,
+    int8: Int8Opt = False,
+    threads: ThreadsOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Index every face of a photo collection: box, five points, score and embedding per face, one Parquet row
+    each, keyed by the image's sha256 (resumable)."""
+    from facelens.index import IndexOptions, index_local, index_ray
+
+    if workers < 0:
+        raise fail(f"--workers must be >= 0, got {workers}")
+    options = IndexOptions(detector=detector, recognizer=recognizer, int8=int8, det_size=det_size)
+    try:
+        if ray_address is None:
+            from facelens.cli._common import progress_bar
+
+            paths = expand_paths(sources)
+            with progress_bar(len(paths), "indexing") as advance:
+                summary = index_local(paths, output, options, threads=threads, on_image=lambda: advance(None))
+        else:
+            local = [s for s in sources if "://" not in s]
+            remote = [s for s in sources if "://" in s]
+            # local folders are expanded here, so a typo is one error before the cluster starts
+            files = [str(p.resolve()) for p in expand_paths(local)] + remote
+            missing = [f for f in files if "://" not in f and not __import__("os").path.exists(f)]
+            if missing:
+                raise fail(f"{missing[0]}: no such file")
+            summary = index_ray(files, output, options, address=ray_address, workers=workers)
+    except FacelensError as exc:
+        raise fail(str(exc)) from None
+    for message in summary.errors:
+        err.print(f"[red]error[/red] {escape(message)}")
+    if json_out:
+        print_json(summary.as_dict())
+    else:
+        rate = f", {summary.done / summary.seconds:.1f} images/s" if summary.seconds and summary.done else ""
+        out.print(f"{summary.done} images indexed ({summary.faces} faces, {len(summary.errors)} unreadable), "
+                  f"{summary.skipped} already in {escape(summary.out)}; {summary.seconds:.1f} s{rate}")
+    raise typer.Exit(EXIT_ERROR if summary.errors else EXIT_OK)

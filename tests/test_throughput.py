@@ -1,0 +1,154 @@
+"""Issue 19: the load-time PRelu rewrite, the INT8 recognizer, and `facelens index` on one machine and on Ray."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from facelens import FaceAnalyzer
+from facelens.errors import ConfigError
+from facelens.evaluate.protocols import folder_per_person
+from facelens.index import IndexOptions, index_local, index_ray, read_index
+from facelens.io import expand_paths
+from facelens.models.graph import fast_graph
+from facelens.models.runtime import onnx_session
+from facelens.models.store import model_path
+from facelens.pipeline import main_face
+
+
+@pytest.mark.parametrize("name", ["arcface-mbf", "sface", "landmarks-2d106"])
+def test_prelu_rewrite_gives_the_published_graphs_outputs(name: str) -> None:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    published = ort.InferenceSession(str(model_path(name)), opts, providers=["CPUExecutionProvider"])
+    rewritten = onnx_session(name)
+    assert not any(n.op_type == "PRelu" for n in onnx.load_from_string(fast_graph(model_path(name))).graph.node)
+    inp = published.get_inputs()[0]
+    shape = [4 if not isinstance(d, int) else d for d in inp.shape]
+    x = np.random.default_rng(0).uniform(0, 255 if name == "sface" else 1, shape).astype(np.float32)
+    a = published.run(None, {inp.name: x})[0]
+    b = rewritten.run(None, {inp.name: x})[0]
+    assert np.abs(a - b).max() <= 1e-4 * max(1.0, float(np.abs(a).max()))
+
+
+def test_int8_embeddings_match_fp32_and_keep_verification(data: Path) -> None:
+    items = folder_per_person(data / "identities")[::2]
+    paths = [p for p, _ in items]
+    fp32 = FaceAnalyzer(threads=2).analyze_batch(paths)
+    int8 = FaceAnalyzer(threads=2, int8=True).analyze_batch(paths)
+    pairs, labels = [], []
+    for a, b, (_, person) in zip(fp32, int8, items, strict=True):
+        fa, fb = main_face(a.faces, a.width, a.height), main_face(b.faces, b.width, b.height)
+        if fa is None or fb is None:
+            continue
+        assert fb.recognizer == "arcface-mbf"  # the same embedding space: galleries and thresholds carry over
+        pairs.append((fa.embedding, fb.embedding))
+        labels.append(person)
+    e32, e8 = (np.stack(x) for x in zip(*pairs, strict=True))
+    cosine = (e32 * e8).sum(1)
+    # measured on these faces: mean 0.98, min 0.95
+    assert cosine.mean() > 0.97 and cosine.min() > 0.90
+    labels_arr = np.asarray(labels)
+    i, j = np.triu_indices(len(labels_arr), 1)
+    same = labels_arr[i] == labels_arr[j]
+    from facelens.models.registry import threshold_for
+
+    threshold = threshold_for("arcface-mbf", 1e-3)
+    for emb in (e32, e8):
+        scores = (emb[i] * emb[j]).sum(1)
+        # the fp32 threshold applies to INT8 embeddings: every pair of the fixtures decided as fp32 decides it
+        accuracy = ((scores >= threshold) == same).mean()
+        assert accuracy > 0.995
+
+
+def test_int8_refuses_a_recognizer_without_an_int8_build() -> None:
+    with pytest.raises(ConfigError, match="int8 is available for arcface-mbf"):
+        _ = FaceAnalyzer(recognizer="sface", int8=True).recognizer_model
+    with pytest.raises(ConfigError, match="int8 must be True or False"):
+        _ = FaceAnalyzer(int8="yes").recognizer_model  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def collection(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few portraits, a group photo, a non-face photo and a corrupt file."""
+    root = tmp_path_factory.mktemp("collection")
+    for path in sorted((data / "identities").rglob("*.jpg"))[:6]:
+        shutil.copy(path, root / f"{path.parent.name}__{path.name}")
+    shutil.copy(sorted((data / "groups").glob("*.jpg"))[0], root / "group.jpg")
+    shutil.copy(sorted((data / "nonface").glob("*.jpg"))[0], root / "nonface.jpg")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return root
+
+
+def _rows(out: Path) -> list[dict]:
+    return sorted(read_index(out).to_pylist(), key=lambda r: (r["sha256"], r["face"]))
+
+
+def test_index_local_rows_resume_and_broken_files(collection: Path, tmp_path: Path) -> None:
+    out = tmp_path / "index"
+    summary = index_local(expand_paths([collection]), out, IndexOptions(), threads=2)
+    assert summary.images == 9 and summary.done == 9 and summary.skipped == 0
+    assert len(summary.errors) == 1 and "broken.jpg" in summary.errors[0]
+    rows = _rows(out)
+    by_path = {}
+    for r in rows:
+        by_path.setdefault(Path(r["path"]).name, []).append(r)
+    assert by_path["nonface.jpg"][0]["face"] == -1 and by_path["nonface.jpg"][0]["error"] is None
+    assert len(by_path["group.jpg"]) > 2
+    # the rows are the single-image path's own faces
+    faces = FaceAnalyzer(threads=1).analyze(collection / "group.jpg")
+    got = np.stack([r["embedding"] for r in sorted(by_path["group.jpg"], key=lambda r: r["face"])])
+    assert got.shape == (len(faces), 512)
+    assert np.allclose(got, np.stack([f.embedding for f in faces]), atol=1e-5)
+    assert summary.faces == sum(r["face"] >= 0 for r in rows)
+    # a second run skips everything by content hash, even under another name
+    shutil.copy(collection / "group.jpg", tmp_path / "renamed.jpg")
+    again = index_local([*expand_paths([collection]), tmp_path / "renamed.jpg"], out, IndexOptions(), threads=2)
+    assert again.done == 0 and again.skipped == 10
+    assert len(_rows(out)) == len(rows)
+    # a Parquet file cut short (a killed writer) is set aside and its images are done again
+    part = sorted(out.glob("*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[:100])
+    redo = index_local(expand_paths([collection]), out, IndexOptions(), threads=2)
+    assert redo.done == 9 and list(out.glob("*.parquet.broken"))
+    assert [r["sha256"] for r in _rows(out)] == [r["sha256"] for r in rows]
+
+
+def test_index_cli_json_and_bad_input(collection: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "facelens", "index", str(collection), "--out", str(tmp_path / "ix"), "--json"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2  # the broken file is reported (exit 2, as every batch command), the rest indexed
+    summary = json.loads(run.stdout)
+    assert summary["done"] == 9 and summary["errors"] == 1 and summary["faces"] > 6
+    assert run.stderr.count("broken.jpg") == 1 and "Traceback" not in run.stderr
+    bad = subprocess.run([sys.executable, "-m", "facelens", "index", str(tmp_path / "missing"), "--out",
+                          str(tmp_path / "ix2")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "missing" in bad.stderr
+    (tmp_path / "afile").write_text("x")
+    bad = subprocess.run([sys.executable, "-m", "facelens", "index", str(collection), "--out",
+                          str(tmp_path / "afile")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "not a folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_index_on_ray_gives_the_single_machine_rows(collection: Path, tmp_path: Path) -> None:
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    index_local(expand_paths([collection]), local, IndexOptions(), threads=2)
+    summary = index_ray([str(collection)], on_ray, IndexOptions(), address="local", workers=2)
+    assert summary.images == 9 and summary.done == 9 and len(summary.errors) == 1
+    a, b = _rows(local), _rows(on_ray)
+    assert [(r["sha256"], r["face"], Path(r["path"]).name) for r in a] == \
+        [(r["sha256"], r["face"], Path(r["path"]).name) for r in b]
+    for x, y in zip(a, b, strict=True):
+        if x["embedding"] is not None:
+            assert np.allclose(x["embedding"], y["embedding"], atol=1e-5)
+    # resumable on Ray too: nothing left to do
+    again = index_ray([str(collection)], on_ray, IndexOptions(), address="local", workers=2)
+    assert again.done == 0 and again.skipped == 9
