@@ -250,7 +250,12 @@ def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOpt
         embedded = dataset.map_batches(IndexWorker, fn_constructor_args=(options, done), batch_size=batch_size,
                                        compute=ray.data.ActorPoolStrategy(size=n_workers), num_cpus=1,
                                        batch_format="pandas")
-        embedded.write_parquet(str(folder), ray_remote_args={"num_cpus": 0}, concurrency=io_tasks)
+        try:
+            embedded.write_parquet(str(folder), ray_remote_args={"num_cpus": 0}, concurrency=io_tasks)
+        except Exception as exc:  # a source Ray cannot read (permissions, a vanished file, storage errors)
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise FacelensError(f"the Ray job failed: {reason[:300]} (rows already written are kept; run again "
+                                "to resume)") from None
     finally:
         if started_here:
             ray.shutdown()
