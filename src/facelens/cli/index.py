@@ -73,6 +73,6 @@ def index(
         print_json(summary.as_dict())
     else:
         rate = f", {summary.done / summary.seconds:.1f} images/s" if summary.seconds and summary.done else ""
-        out.print(f"{summary.done} images indexed ({summary.faces} faces, {len(summary.errors)} unreadable), "
+        out.print(f"{summary.done} images processed ({summary.faces} faces, {len(summary.errors)} unreadable), "
                   f"{summary.skipped} already in {escape(summary.out)}; {summary.seconds:.1f} s{rate}")
     raise typer.Exit(EXIT_ERROR if summary.errors else EXIT_OK)
