@@ -152,3 +152,28 @@ def test_index_on_ray_gives_the_single_machine_rows(collection: Path, tmp_path: 
     # resumable on Ray too: nothing left to do
     again = index_ray([str(collection)], on_ray, IndexOptions(), address="local", workers=2)
     assert again.done == 0 and again.skipped == 9
+
+
+def test_index_duplicates_other_recognizers_and_foreign_files(collection: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ix"
+    portrait = sorted(collection.glob("*__*.jpg"))[0]
+    shutil.copy(portrait, tmp_path / "copy.jpg")
+    # the same file twice and the same content under another name: embedded once, the rest counted as skipped
+    summary = index_local([portrait, portrait, tmp_path / "copy.jpg"], out, IndexOptions(), threads=2)
+    assert summary.images == 2 and summary.done == 1 and summary.skipped == 1
+    assert len({r["sha256"] for r in _rows(out)}) == 1 and all(r["recognizer"] == "arcface-mbf" for r in _rows(out))
+    # one folder, one embedding space: another recognizer (or the INT8 build) is refused, not mixed in
+    with pytest.raises(ConfigError, match="holds embeddings of arcface-mbf"):
+        index_local([portrait], out, IndexOptions(int8=True), threads=1)
+    # a Parquet file that is not an index is refused and left as it is
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    other = tmp_path / "other"
+    other.mkdir()
+    pq.write_table(pa.table({"x": [1, 2]}), other / "mine.parquet")
+    with pytest.raises(ConfigError, match="not a facelens index file"):
+        index_local([portrait], other, IndexOptions(), threads=1)
+    assert (other / "mine.parquet").is_file()
+    with pytest.raises(ConfigError, match="URIs"):
+        index_local([portrait], "s3://bucket/x", IndexOptions(), threads=1)

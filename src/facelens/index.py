@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facelens.errors import ConfigError, FacelensError
+from facelens.errors import ConfigError, FacelensError, ImageError
 
 SCHEMA_FIELDS = ("sha256", "path", "width", "height", "face", "bbox", "landmarks", "det_score", "embedding",
                  "recognizer", "error")
@@ -63,19 +64,27 @@ class IndexWorker:
         self.analyzer = FaceAnalyzer(options.detector, options.recognizer, threads=1, int8=options.int8,
                                      det_size=options.det_size)
         self.done = frozenset(done)
+        self.seen: set[str] = set()  # this run's hashes: the same content twice is embedded once
+        self._lock = threading.Lock()
+
+    def share_seen(self, other: IndexWorker) -> None:
+        """Use one record of this run's hashes with `other` (the local path's workers share one)."""
+        self.seen, self._lock = other.seen, other._lock
 
     def rows_of(self, path: str, data: bytes) -> list[dict[str, Any]]:
         digest = hashlib.sha256(data).hexdigest()
-        if digest in self.done:
-            return []
+        with self._lock:
+            if digest in self.done or digest in self.seen:
+                return []
+            self.seen.add(digest)
         empty: dict[str, Any] = {"sha256": digest, "path": path, "width": 0, "height": 0, "face": -1, "bbox": None,
                                  "landmarks": None, "det_score": None, "embedding": None,
-                                 "recognizer": self.analyzer.recognizer, "error": None}
+                                 "recognizer": self.analyzer.int8_model or self.analyzer.recognizer, "error": None}
         try:
             if not data:
-                raise FacelensError(f"{path}: empty file")
+                raise ImageError(f"{path}: empty file")
             faces, decoded = self.analyzer._faces(data, embed=True)
-        except FacelensError as exc:
+        except ImageError as exc:  # the image's own fault: recorded, so it is not tried again
             return [{**empty, "error": str(exc).replace("upload", path, 1)}]
         except Exception as exc:  # one odd image must not end an index of millions
             return [{**empty, "error": f"{path}: internal error ({type(exc).__name__}: {exc})"}]
@@ -96,8 +105,11 @@ class IndexWorker:
         return pa.Table.from_pylist(rows, schema=_schema())
 
 
-def done_hashes(out: Path) -> set[str]:
-    """Content hashes already in the output folder; unreadable Parquet files are set aside as *.broken."""
+def done_hashes(out: Path, recognizer: str | None = None, set_aside: list[str] | None = None) -> set[str]:
+    """Content hashes already in the output folder. A Parquet file that cannot be read (a killed run's) is set
+    aside as *.broken (named in `set_aside`) and its images are done again; a readable file that is not a
+    facelens index, or rows of another recognizer than `recognizer`, are refused: one folder, one embedding
+    space."""
     import pyarrow.parquet as pq
 
     done: set[str] = set()
@@ -105,16 +117,30 @@ def done_hashes(out: Path) -> set[str]:
         return done
     for path in sorted(out.glob("*.parquet")):
         try:
-            done.update(pq.read_table(path, columns=["sha256"]).column("sha256").to_pylist())
+            names = pq.read_schema(path).names
         except Exception:  # a truncated file from a killed run: its images are done again
             path.rename(path.with_suffix(".parquet.broken"))
+            if set_aside is not None:
+                set_aside.append(str(path))
+            continue
+        if "sha256" not in names or "recognizer" not in names:
+            raise ConfigError(f"{path} is not a facelens index file; give --out a folder of its own")
+        table = pq.read_table(path, columns=["sha256", "recognizer"])
+        found = set(table.column("recognizer").to_pylist())
+        if recognizer is not None and found - {recognizer}:
+            raise ConfigError(f"{out} holds embeddings of {', '.join(sorted(found - {recognizer}))}, not "
+                              f"{recognizer}; give this run another --out folder")
+        done.update(table.column("sha256").to_pylist())
     return done
 
 
 def check_out(out: str | os.PathLike[str]) -> Path:
+    if not str(out).strip():
+        raise ConfigError("--out needs a folder name")
+    if "://" in str(out):
+        raise ConfigError(f"--out {out}: give a folder (on a cluster, one on a shared filesystem); URIs, "
+                          "milvus:// included, are not supported as index outputs yet")
     path = Path(out)
-    if str(out).startswith("milvus://"):
-        raise ConfigError("--out milvus:// is not supported by index yet; write Parquet (--out DIR), then load it")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path}: exists and is not a folder")
     path.mkdir(parents=True, exist_ok=True)
@@ -144,11 +170,13 @@ class IndexSummary:
     errors: list[str]
     seconds: float
     out: str
+    set_aside: list[str] = field(default_factory=list)  # unreadable Parquet files renamed *.broken
 
     def as_dict(self) -> dict[str, Any]:
         return {"images": self.images, "skipped": self.skipped, "done": self.done, "faces": self.faces,
                 "errors": len(self.errors), "seconds": round(self.seconds, 2),
-                "images_per_s": round(self.done / self.seconds, 2) if self.seconds else None, "out": self.out}
+                "images_per_s": round(self.done / self.seconds, 2) if self.seconds else None, "out": self.out,
+                "set_aside": self.set_aside}
 
 
 def _summarise(rows: Iterable[dict[str, Any]], images: int, skipped: int, seconds: float, out: Path) -> IndexSummary:
@@ -162,6 +190,13 @@ def _summarise(rows: Iterable[dict[str, Any]], images: int, skipped: int, second
     return IndexSummary(images, skipped, len(done), faces, errors, seconds, str(out))
 
 
+def _recognizer_name(options: IndexOptions) -> str:
+    from facelens.pipeline import FaceAnalyzer
+
+    probe = FaceAnalyzer(options.detector, options.recognizer, int8=options.int8, det_size=options.det_size)
+    return probe.int8_model or probe.recognizer
+
+
 def index_local(paths: list[Path], out: str | os.PathLike[str], options: IndexOptions, threads: int = 0,
                 on_image: Callable[[], None] | None = None) -> IndexSummary:
     """The single-machine path: `threads` workers (0: every CPU), each with its own analyzer."""
@@ -169,23 +204,31 @@ def index_local(paths: list[Path], out: str | os.PathLike[str], options: IndexOp
 
     from facelens.pipeline import default_threads
 
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ConfigError(f"threads must be a whole number >= 0 (0: every CPU), got {threads!r}")
+    paths = list(dict.fromkeys(Path(p).resolve() for p in paths))  # a file named twice is one image
+    n_threads = threads or default_threads()
+    workers = [IndexWorker(options) for _ in range(n_threads)]
+    workers[0].analyzer.check_models()  # before anything is written: a setup error is not an image's error
     folder = check_out(out)
     start = time.perf_counter()
-    done = done_hashes(folder)
-    n_threads = threads or default_threads()
-    workers = [IndexWorker(options, done) for _ in range(n_threads)]
-    workers[0].analyzer.check_models()
-    all_rows: list[dict[str, Any]] = []
-    skipped = 0
+    set_aside: list[str] = []
+    done = done_hashes(folder, _recognizer_name(options), set_aside)
+    for worker in workers:
+        worker.done = frozenset(done)
+        worker.share_seen(workers[0])
+    totals = {"faces": 0, "done": 0, "skipped": 0}
+    errors: list[str] = []
 
     def one(k: int, path: Path) -> list[dict[str, Any]]:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            return [{"sha256": f"unreadable:{path}", "path": str(path), "width": 0, "height": 0, "face": -1,
-                     "bbox": None, "landmarks": None, "det_score": None, "embedding": None,
-                     "recognizer": workers[0].analyzer.recognizer, "error": f"{path}: cannot be read ({exc.strerror})"}]
-        return workers[k % n_threads].rows_of(str(path), data)
+            return [{"sha256": "", "path": str(path), "error": f"{path}: cannot be read ({exc.strerror})"}]
+        rows = workers[k % n_threads].rows_of(str(path), data)
+        if on_image:
+            on_image()
+        return rows
 
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
         for begin in range(0, len(paths), LOCAL_CHUNK):
@@ -197,16 +240,21 @@ def index_local(paths: list[Path], out: str | os.PathLike[str], options: IndexOp
             for t, future in enumerate(futures):
                 for k, rows in zip(range(t, len(chunk), n_threads), future.result(), strict=True):
                     per_image[k] = rows
-            rows = [r for k in range(len(chunk)) for r in per_image[k]
-                    if not r["sha256"].startswith("unreadable:")]
-            skipped += sum(1 for k in range(len(chunk)) if not per_image[k])
-            _write(folder, rows)
-            all_rows += [r for k in range(len(chunk)) for r in per_image[k]]
-            if on_image:
-                for _ in chunk:
-                    on_image()
-    summary = _summarise(all_rows, len(paths), skipped, time.perf_counter() - start, folder)
-    return summary
+            rows = []
+            for k in range(len(chunk)):
+                image_rows = per_image[k]
+                if not image_rows:
+                    totals["skipped"] += 1
+                    continue
+                errors += [r["error"] for r in image_rows[:1] if r["error"]]
+                if not image_rows[0]["sha256"]:
+                    continue  # unreadable file: not recorded, so a later run tries it again
+                totals["done"] += 1
+                totals["faces"] += sum(r["face"] >= 0 for r in image_rows)
+                rows += image_rows
+            _write(folder, rows)  # per chunk: a crash loses at most this chunk's work
+    return IndexSummary(len(paths), totals["skipped"], totals["done"], totals["faces"], errors,
+                        time.perf_counter() - start, str(folder), set_aside)
 
 
 def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOptions, address: str = "local",
@@ -218,9 +266,11 @@ def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOpt
         import ray.data
     except ImportError:
         raise ConfigError("the Ray path needs Ray: pip install 'facelens[cluster]'") from None
+    IndexWorker(options).analyzer.check_models()  # a setup error is one error here, not a row per image
     folder = check_out(out)
     start = time.perf_counter()
-    done = done_hashes(folder)
+    set_aside: list[str] = []
+    done = done_hashes(folder, _recognizer_name(options), set_aside)
     started_here = False
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
@@ -232,7 +282,11 @@ def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOpt
         else:
             kwargs["address"] = address
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
-        ray.init(**kwargs)
+        try:
+            ray.init(**kwargs)
+        except Exception as exc:
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise ConfigError(f"--ray {address}: cannot start or reach Ray ({reason})") from None
         started_here = True
     try:
         context = ray.data.DataContext.get_current()
@@ -243,8 +297,14 @@ def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOpt
         # few reader and writer processes: each starts a Python interpreter with Ray Data in it, which on a small
         # machine costs more than the reading (unbounded, 29 photos took 250 s on 2 cores instead of 20)
         io_tasks = max(1, n_workers // 4)
-        dataset = ray.data.read_binary_files(sources, include_paths=True, num_cpus=0, concurrency=io_tasks)
-        n_images = len(dataset.input_files())
+        from facelens.io import IMAGE_SUFFIXES
+
+        try:
+            dataset = ray.data.read_binary_files(sources, include_paths=True, num_cpus=0, concurrency=io_tasks,
+                                                 file_extensions=sorted(x.lstrip(".") for x in IMAGE_SUFFIXES))
+            n_images = len(dataset.input_files())
+        except Exception as exc:
+            raise FacelensError(f"cannot list the sources: {str(exc).strip().splitlines()[-1][:300]}") from None
         before = set(folder.glob("*.parquet"))
         # streamed: rows go to Parquet as workers finish batches, never all held in memory
         embedded = dataset.map_batches(IndexWorker, fn_constructor_args=(options, done), batch_size=batch_size,
@@ -264,7 +324,9 @@ def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOpt
     all_rows = [row for path in sorted(set(folder.glob("*.parquet")) - before)
                 for row in pq.read_table(path, columns=["sha256", "face", "error"]).to_pylist()]
     done_now = {r["sha256"] for r in all_rows}
-    return _summarise(all_rows, n_images, n_images - len(done_now), time.perf_counter() - start, folder)
+    summary = _summarise(all_rows, n_images, n_images - len(done_now), time.perf_counter() - start, folder)
+    summary.set_aside = set_aside
+    return summary
 
 
 def read_index(out: str | os.PathLike[str]) -> Any:

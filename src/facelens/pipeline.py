@@ -172,12 +172,14 @@ class FaceAnalyzer:
 
         Called before a batch, so a missing model is one error rather than one per file.
         """
-        names = [self.detector] + ([self.recognizer] if embed else [])
+        int8 = self.int8_model if embed else None
+        # with int8 the recognizer's own file is not needed, only its INT8 build
+        names = [self.detector] + ([self.recognizer] if embed and not int8 else [])
         for name in names:
             for model in REQUIRES.get(name, ()):
                 model_path(model)
-        if embed and self.int8_model:
-            model_path(self.int8_model)
+        if int8:
+            model_path(int8)
         _ = self.detector_model
         if embed:
             _ = self.recognizer_model
@@ -281,6 +283,7 @@ class FaceAnalyzer:
     def __repr__(self) -> str:
         return (f"FaceAnalyzer(detector={self.detector!r}, recognizer={self.recognizer!r}, "
                 f"threads={self.threads}, flip={self.flip}, det_size={self.det_size!r}"
+                + (", int8=True" if self.int8 else "")
                 + (", crops=True)" if self.crops else ")"))
 
 

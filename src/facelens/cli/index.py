@@ -48,6 +48,8 @@ def index(
 
     if workers < 0:
         raise fail(f"--workers must be >= 0, got {workers}")
+    if workers and ray_address is None:
+        raise fail("--workers is for --ray; on this machine --threads sets how many images run at once")
     options = IndexOptions(detector=detector, recognizer=recognizer, int8=int8, det_size=det_size)
     try:
         if ray_address is None:
@@ -63,10 +65,13 @@ def index(
             files = [str(p.resolve()) for p in expand_paths(local)] + remote
             missing = [f for f in files if "://" not in f and not __import__("os").path.exists(f)]
             if missing:
-                raise fail(f"{missing[0]}: no such file")
+                raise fail(f"{escape(missing[0])}: no such file")
             summary = index_ray(files, output, options, address=ray_address, workers=workers)
     except FacelensError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
+    for path in summary.set_aside:
+        err.print(f"[yellow]warning[/yellow] {escape(path)} could not be read (a run killed while writing it?): "
+                  "renamed *.broken, its images done again")
     for message in summary.errors:
         err.print(f"[red]error[/red] {escape(message)}")
     if json_out:

@@ -77,11 +77,12 @@ def fast_graph(path: str | Path) -> bytes | None:
 
 @contextlib.contextmanager
 def _logging_off() -> Any:
-    logging.disable(logging.WARNING)
+    before = logging.root.manager.disable  # the caller's own setting comes back afterwards
+    logging.disable(max(before, logging.WARNING))
     try:
         yield
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(before)
 
 
 def _blob(crops: np.ndarray, mean: float, scale: float) -> np.ndarray:
