@@ -41,7 +41,7 @@ from bench_pipeline import CROP_FACTOR, CROP_SIZE, crop_square  # noqa: E402
 from bench_profile import lfw_style_accuracy, scores_of  # noqa: E402
 from facelens import FaceAnalyzer  # noqa: E402
 from facelens.detect.scrfd import SCRFD  # noqa: E402
-from facelens.embed.arcface import ArcFace  # noqa: E402
+from facelens.embed.arcface import ArcFace, crops_to_blob  # noqa: E402
 from facelens.evaluate.metrics import tar_at_far  # noqa: E402
 from facelens.io import decode_image  # noqa: E402
 from facelens.models.store import model_path  # noqa: E402
@@ -123,8 +123,7 @@ def stages(paths: list[str]) -> list[dict]:
     ms = 1000 * best_of(lambda: [recognizer.align(im, f) for im, f in pairs]) / len(pairs)
     rows.append({"stage": "align", "variant": "5-point similarity warp to 112x112", "ms": ms})
     crops = np.concatenate([recognizer.align(im, f) for im, f in pairs])
-    blob = ((crops[..., ::-1].astype(np.float32) - 127.5) / 127.5).transpose(0, 3, 1, 2)
-    blob = np.ascontiguousarray(blob)
+    blob = crops_to_blob(crops, ArcFace.mean, ArcFace.scale)
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3

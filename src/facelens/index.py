@@ -32,8 +32,6 @@ import numpy as np
 
 from facelens.errors import ConfigError, FacelensError, ImageError
 
-SCHEMA_FIELDS = ("sha256", "path", "width", "height", "face", "bbox", "landmarks", "det_score", "embedding",
-                 "recognizer", "error")
 LOCAL_CHUNK = 512  # images per Parquet file on the single-machine path: a crash loses at most this much work
 
 
@@ -67,6 +65,11 @@ class IndexWorker:
         self.seen: set[str] = set()  # this run's hashes: the same content twice is embedded once
         self._lock = threading.Lock()
 
+    @property
+    def recognizer(self) -> str:
+        """The name recorded with every row: the INT8 build's own when `int8` is set."""
+        return self.analyzer.int8_model or self.analyzer.recognizer
+
     def share_seen(self, other: IndexWorker) -> None:
         """Use one record of this run's hashes with `other` (the local path's workers share one)."""
         self.seen, self._lock = other.seen, other._lock
@@ -79,7 +82,7 @@ class IndexWorker:
             self.seen.add(digest)
         empty: dict[str, Any] = {"sha256": digest, "path": path, "width": 0, "height": 0, "face": -1, "bbox": None,
                                  "landmarks": None, "det_score": None, "embedding": None,
-                                 "recognizer": self.analyzer.int8_model or self.analyzer.recognizer, "error": None}
+                                 "recognizer": self.recognizer, "error": None}
         try:
             if not data:
                 raise ImageError(f"{path}: empty file")
@@ -190,13 +193,6 @@ def _summarise(rows: Iterable[dict[str, Any]], images: int, skipped: int, second
     return IndexSummary(images, skipped, len(done), faces, errors, seconds, str(out))
 
 
-def _recognizer_name(options: IndexOptions) -> str:
-    from facelens.pipeline import FaceAnalyzer
-
-    probe = FaceAnalyzer(options.detector, options.recognizer, int8=options.int8, det_size=options.det_size)
-    return probe.int8_model or probe.recognizer
-
-
 def index_local(paths: list[Path], out: str | os.PathLike[str], options: IndexOptions, threads: int = 0,
                 on_image: Callable[[], None] | None = None) -> IndexSummary:
     """The single-machine path: `threads` workers (0: every CPU), each with its own analyzer."""
@@ -208,14 +204,14 @@ def index_local(paths: list[Path], out: str | os.PathLike[str], options: IndexOp
         raise ConfigError(f"threads must be a whole number >= 0 (0: every CPU), got {threads!r}")
     paths = list(dict.fromkeys(Path(p).resolve() for p in paths))  # a file named twice is one image
     n_threads = threads or default_threads()
-    workers = [IndexWorker(options) for _ in range(n_threads)]
-    workers[0].analyzer.check_models()  # before anything is written: a setup error is not an image's error
+    probe = IndexWorker(options)
+    probe.analyzer.check_models()  # before anything is written: a setup error is not an image's error
     folder = check_out(out)
     start = time.perf_counter()
     set_aside: list[str] = []
-    done = done_hashes(folder, _recognizer_name(options), set_aside)
-    for worker in workers:
-        worker.done = frozenset(done)
+    done = done_hashes(folder, probe.recognizer, set_aside)
+    workers = [IndexWorker(options, done) for _ in range(n_threads)]  # sessions are shared: cheap to build
+    for worker in workers[1:]:
         worker.share_seen(workers[0])
     totals = {"faces": 0, "done": 0, "skipped": 0}
     errors: list[str] = []
@@ -266,11 +262,12 @@ def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOpt
         import ray.data
     except ImportError:
         raise ConfigError("the Ray path needs Ray: pip install 'facelens[cluster]'") from None
-    IndexWorker(options).analyzer.check_models()  # a setup error is one error here, not a row per image
+    probe = IndexWorker(options)
+    probe.analyzer.check_models()  # a setup error is one error here, not a row per image
     folder = check_out(out)
     start = time.perf_counter()
     set_aside: list[str] = []
-    done = done_hashes(folder, _recognizer_name(options), set_aside)
+    done = done_hashes(folder, probe.recognizer, set_aside)
     started_here = False
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}

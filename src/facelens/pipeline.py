@@ -31,9 +31,9 @@ from facelens.types import Face, ImageResult
 # decode_size when not given: with det_size "auto" the fine pass looks for ~24 px faces, which a JPEG
 # decoded at 1/2 scale (every photo from 4096 px up at 2048) would have shrunk to 12 px
 AUTO_DECODE_SIZE = 4096
+FIXED_DECODE_SIZE = 2048
 # recognizers with an INT8 build in the registry (made at pull time, see facelens.models.graph)
 INT8_RECOGNIZERS = {"arcface-mbf": "arcface-mbf-int8"}
-FIXED_DECODE_SIZE = 2048
 
 
 def default_threads() -> int:

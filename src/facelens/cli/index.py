@@ -3,6 +3,7 @@ machine or on a Ray cluster."""
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -21,6 +22,7 @@ from facelens.cli._common import (
     fail,
     out,
     print_json,
+    progress_bar,
 )
 from facelens.errors import FacelensError
 from facelens.io import expand_paths
@@ -53,8 +55,6 @@ def index(
     options = IndexOptions(detector=detector, recognizer=recognizer, int8=int8, det_size=det_size)
     try:
         if ray_address is None:
-            from facelens.cli._common import progress_bar
-
             paths = expand_paths(sources)
             with progress_bar(len(paths), "indexing") as advance:
                 summary = index_local(paths, output, options, threads=threads, on_image=lambda: advance(None))
@@ -63,7 +63,7 @@ def index(
             remote = [s for s in sources if "://" in s]
             # local folders are expanded here, so a typo is one error before the cluster starts
             files = [str(p.resolve()) for p in expand_paths(local)] + remote
-            missing = [f for f in files if "://" not in f and not __import__("os").path.exists(f)]
+            missing = [f for f in files if "://" not in f and not os.path.exists(f)]
             if missing:
                 raise fail(f"{escape(missing[0])}: no such file")
             summary = index_ray(files, output, options, address=ray_address, workers=workers)

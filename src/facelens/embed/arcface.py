@@ -11,6 +11,18 @@ from facelens.models.runtime import onnx_session
 from facelens.types import Face
 
 
+def crops_to_blob(crops: np.ndarray, mean: float, scale: float, mirrored: bool = False) -> np.ndarray:
+    """(N, 112, 112, 3) BGR crops to a recognizer's contiguous NCHW RGB input: (RGB - mean) * scale, each crop
+    mirrored left-right with `mirrored`."""
+    blob = crops[..., ::-1].astype(np.float32)
+    if mean or scale != 1.0:
+        blob = (blob - mean) * scale
+    blob = blob.transpose(0, 3, 1, 2)
+    if mirrored:
+        blob = blob[..., ::-1]
+    return np.ascontiguousarray(blob)
+
+
 class ArcFace(Recognizer):
     """ArcFace MobileFaceNet (w600k_mbf), 512-d.
 
@@ -44,15 +56,8 @@ class ArcFace(Recognizer):
         input_name = session.get_inputs()[0].name
         out = []
         for start in range(0, len(crops), self.batch_size):
-            chunk = crops[start : start + self.batch_size]
-            # BGR -> RGB, the model's normalisation, NHWC -> NCHW
-            blob = chunk[..., ::-1].astype(np.float32)
-            if self.mean or self.scale != 1.0:
-                blob = (blob - self.mean) * self.scale
-            blob = blob.transpose(0, 3, 1, 2)
-            if mirrored:
-                blob = blob[..., ::-1]
-            out.append(session.run(None, {input_name: np.ascontiguousarray(blob)})[0])
+            blob = crops_to_blob(crops[start : start + self.batch_size], self.mean, self.scale, mirrored)
+            out.append(session.run(None, {input_name: blob})[0])
         return np.concatenate(out)
 
     def embed_crops_raw(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

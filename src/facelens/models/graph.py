@@ -70,8 +70,6 @@ def fast_graph(path: str | Path) -> bytes | None:
     import onnx
 
     model = onnx.load(str(path))
-    if not any(n.op_type == "PRelu" for n in model.graph.node):
-        return None
     return model.SerializeToString() if split_prelu(model) else None
 
 
@@ -83,12 +81,6 @@ def _logging_off() -> Any:
         yield
     finally:
         logging.disable(before)
-
-
-def _blob(crops: np.ndarray, mean: float, scale: float) -> np.ndarray:
-    """(N, 112, 112, 3) BGR crops to the recognizer's NCHW RGB input."""
-    blob = (crops[..., ::-1].astype(np.float32) - mean) * scale
-    return np.ascontiguousarray(blob.transpose(0, 3, 1, 2))
 
 
 def quantize_recognizer(source: Path, dest: Path, calibration_crops: np.ndarray, mean: float, scale: float,
@@ -110,6 +102,7 @@ def quantize_recognizer(source: Path, dest: Path, calibration_crops: np.ndarray,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from facelens.embed.arcface import crops_to_blob
     from facelens.errors import ModelIntegrityError
 
     crops = np.concatenate([calibration_crops, calibration_crops[:, :, ::-1]])
@@ -131,7 +124,7 @@ def quantize_recognizer(source: Path, dest: Path, calibration_crops: np.ndarray,
 
             def get_next(self) -> dict[str, np.ndarray] | None:
                 i = next(self.items, None)
-                return None if i is None else {input_name: _blob(crops[i : i + 1], mean, scale)}
+                return None if i is None else {input_name: crops_to_blob(crops[i : i + 1], mean, scale)}
 
         # the quantizer prints its progress and logs a warning about the final BatchNorm's rank-1 weight
         with contextlib.redirect_stdout(io.StringIO()), _logging_off():
@@ -145,7 +138,7 @@ def quantize_recognizer(source: Path, dest: Path, calibration_crops: np.ndarray,
         for name in ("fp32.onnx", "int8.onnx"):
             session = ort.InferenceSession(str(work / name), opts, providers=["CPUExecutionProvider"],
                                            disabled_optimizers=DISABLED_OPTIMIZERS)
-            out = np.concatenate([session.run(None, {input_name: _blob(crops[i : i + 32], mean, scale)})[0]
+            out = np.concatenate([session.run(None, {input_name: crops_to_blob(crops[i : i + 32], mean, scale)})[0]
                                   for i in range(0, len(crops), 32)])
             outputs.append(out / np.linalg.norm(out, axis=1, keepdims=True))
         cosine = (outputs[0] * outputs[1]).sum(1)
