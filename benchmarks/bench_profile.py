@@ -1,11 +1,12 @@
 """The licence-clean profile against the default one (issue 18), in one run, on the same photos.
 
-    .venv/bin/python benchmarks/bench_profile.py            # ~6 min on 2 cores; writes RESULTS.md "profile"
+    .venv/bin/python benchmarks/bench_profile.py            # ~10 min on 2 cores; writes RESULTS.md "profile"
     .venv/bin/python benchmarks/bench_profile.py --quick    # every 4th people_celeba photo, writes nothing
 
 Data: the fixtures' identities (161 photos, 33 people) and people_celeba (2,912 in-the-wild CelebA photos of
 144 people). Each profile runs `FaceAnalyzer(threads=2)` as a user gets it (`--profile clean` or not: detector,
-five points, alignment, recognizer, the profile's defaults), one embedding per photo: its main subject.
+five points, alignment, recognizer, the profile's defaults), one embedding per photo: its main subject; then
+each again with its recognizer's INT8 build (`--int8`: arcface-mbf-int8, sface-int8).
 Timed end to end (decode, detect, align, embed) over every photo, after a warm-up on 5 photos.
 
 - Verification accuracy: LFW's protocol on each set's pairs: every genuine pair and as many impostor pairs
@@ -80,8 +81,10 @@ def lfw_style_accuracy(scores: np.ndarray, same: np.ndarray, seed: int = 0) -> t
 
 
 def measure(profile: str, sets: dict[str, list[tuple[Path, str]]]) -> dict[str, dict]:
-    set_profile(profile)
-    analyzer = FaceAnalyzer(threads=2)
+    """`profile`: "default" or "clean", with " int8" for the recognizer's INT8 build (`--int8`)."""
+    profile_name, _, int8 = profile.partition(" ")
+    set_profile(profile_name)
+    analyzer = FaceAnalyzer(threads=2, int8=bool(int8))
     analyzer.analyze_batch([p for p, _ in sets["fixtures"][:5]])  # warm-up: sessions, first allocations
     out = {}
     for name, items in sets.items():
@@ -91,7 +94,8 @@ def measure(profile: str, sets: dict[str, list[tuple[Path, str]]]) -> dict[str, 
         genuine, impostor = scores[same], scores[~same]
         shipped = threshold_for(analyzer.recognizer, 1e-3)
         out[name] = {
-            "models": f"{analyzer.detector} + {analyzer.recognizer}", "photos": len(items), "missed": missed,
+            "models": f"{analyzer.detector} + {analyzer.int8_model or analyzer.recognizer}", "photos": len(items),
+            "missed": missed,
             "images_per_s": len(items) / seconds, "accuracy": acc, "accuracy_std": std, "pairs_10fold": n_pairs,
             "tar_1e3": tar_at_far(genuine, impostor, 1e-3)[0], "tar_1e4": tar_at_far(genuine, impostor, 1e-4)[0],
             "genuine": int(same.sum()), "impostor": int((~same).sum()),
@@ -122,8 +126,14 @@ def report(results: dict[str, dict[str, dict]], seconds: float) -> str:
     d, c = results["default"]["people_celeba"], results["clean"]["people_celeba"]
     lines += ["", f"people_celeba: the clean profile's accuracy is {100 * (c['accuracy'] - d['accuracy']):+.2f} "
               f"points from the default's (target: within 0.5), at {c['images_per_s'] / d['images_per_s']:.2f}x "
-              "its speed (target: equal or better).",
-              "", "Accuracy: every genuine pair plus as many random impostor pairs (seed 0), LFW's 10-fold "
+              "its speed (target: equal or better)."]
+    if "clean int8" in results:
+        c8, d8 = results["clean int8"]["people_celeba"], results["default int8"]["people_celeba"]
+        lines += [f"With `--int8` the clean profile runs at {c8['images_per_s'] / d['images_per_s']:.2f}x the "
+                  f"default's fp32 speed ({100 * (c8['accuracy'] - c['accuracy']):+.2f} points from its own fp32, "
+                  f"{100 * (c8['accuracy'] - d['accuracy']):+.2f} from the default's) and "
+                  f"{c8['images_per_s'] / d8['images_per_s']:.2f}x the default's INT8 speed."]
+    lines += ["", "Accuracy: every genuine pair plus as many random impostor pairs (seed 0), LFW's 10-fold "
               "protocol. TAR at FAR: all pairs, at the set's own impostor quantile. The shipped threshold was "
               "calibrated on these two sets (in-sample)."]
     return "\n".join(lines)
@@ -135,7 +145,7 @@ def main() -> None:
     args = ap.parse_args()
     start = time.perf_counter()
     sets = datasets(args.quick)
-    results = {profile: measure(profile, sets) for profile in ("default", "clean")}
+    results = {profile: measure(profile, sets) for profile in ("default", "clean", "default int8", "clean int8")}
     text = report(results, time.perf_counter() - start)
     print(text)
     if not args.quick:

@@ -272,6 +272,17 @@ def test_licence_manifest_and_readme_table():
     assert readme[start:end].split("\n", 1)[1] == licence_markdown(), "run scripts/readme_models.py"
 
 
+def test_clean_int8_build_takes_nothing_from_a_non_commercial_file():
+    """sface-int8 is built at pull from SFace, YuNet (for the calibration faces) and a photo: no file of a
+    model whose licence rules out commercial use goes in, so pulling it in the clean profile is clean too."""
+    entry = REGISTRY["sface-int8"]
+    assert entry.commercial == "yes" and entry.convert and entry.convert["from"] == "int8"
+    members = {entry.member, *(m for m, _ in entry.extra_members), *(m for _, m, _ in entry.foreign_members)}
+    clean = {e.member for e in REGISTRY.values() if e.commercial == "yes"}
+    assert members - clean == {"package/assets/screenshot-facematch.jpg"}
+    assert all(e.member not in members for e in REGISTRY.values() if e.commercial != "yes")
+
+
 # -- the audit: which model files a clean run opens -------------------------------------------------
 
 class OpenWatch:
@@ -327,6 +338,7 @@ def test_no_non_commercial_model_file_is_opened_in_a_clean_run(data, tmp_path, c
             ["gallery", "enroll", "obama", a, "--gallery", tmp_path / "g"],
             ["identify", b, "--gallery", tmp_path / "g"],
             ["cluster", data / "identities/facerecognition-obama", "--out", tmp_path / "c"],
+            ["embed", a, "--int8", "--out", tmp_path / "e.npy"],
         ]
         for step in steps:
             proc = run(*step, env=env)
@@ -335,7 +347,7 @@ def test_no_non_commercial_model_file_is_opened_in_a_clean_run(data, tmp_path, c
     finally:
         watch.close()
     assert not opened & restricted, sorted(map(str, opened & restricted))
-    for name in CLEAN_MODELS:  # the watch works: the clean models were opened
+    for name in (*CLEAN_MODELS, "sface-int8"):  # the watch works: the clean models were opened
         assert cached_path(REGISTRY[name]) in opened, name
     assert facelens_home().exists()
 

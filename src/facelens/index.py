@@ -14,6 +14,13 @@ s3://bucket/photos, or a shared filesystem), and models installed on every node 
 Writes are resumable: the local path writes each chunk to a temporary file and renames it into place, and a
 Parquet file that cannot be read back (a run killed while Ray wrote it) is set aside as `*.broken` and its
 images are done again.
+
+Milvus (`--out DIR --out milvus://HOST:PORT/COLLECTION`, or `milvus:///PATH.db/COLLECTION` for an embedded
+milvus-lite file): the faces are also upserted into a Milvus collection, for search at scale. As with the
+gallery, the Parquet folder stays the record and Milvus its searchable copy: each Parquet part is upserted
+whole (primary key `sha256:face`, so a repeat is harmless) and then noted in the folder's
+`milvus-synced.json`, so a run killed between the two is mended by the next, and a collection can always be
+rebuilt from the folder.
 """
 
 from __future__ import annotations
@@ -140,14 +147,159 @@ def done_hashes(out: Path, recognizer: str | None = None, set_aside: list[str] |
 def check_out(out: str | os.PathLike[str]) -> Path:
     if not str(out).strip():
         raise ConfigError("--out needs a folder name")
+    if str(out).startswith(MILVUS_SCHEME):
+        raise ConfigError(f"--out {out}: a Milvus output needs an output folder as well (--out DIR --out "
+                          f"{out}): the Parquet files are the index's record, Milvus its searchable copy")
     if "://" in str(out):
-        raise ConfigError(f"--out {out}: give a folder (on a cluster, one on a shared filesystem); URIs, "
-                          "milvus:// included, are not supported as index outputs yet")
+        raise ConfigError(f"--out {out}: give a folder (on a cluster, one on a shared filesystem) or a "
+                          "milvus:// address; other URIs are not supported as index outputs")
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path}: exists and is not a folder")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+MILVUS_SCHEME = "milvus://"
+MILVUS_DEFAULT_COLLECTION = "facelens_index"
+MILVUS_STATE = "milvus-synced.json"  # in the output folder: the Parquet parts already upserted, per target
+_MILVUS_BATCH = 2000
+
+
+def parse_milvus(uri: str) -> tuple[str, str]:
+    """(MilvusClient address, collection) of `milvus://HOST:PORT[/COLLECTION]` (a server; the token, if any, in
+    $MILVUS_TOKEN) or `milvus:///PATH.db[/COLLECTION]` (an embedded milvus-lite file)."""
+    import re
+
+    rest = uri[len(MILVUS_SCHEME):] if uri.startswith(MILVUS_SCHEME) else ""
+    if rest.startswith("/"):  # milvus-lite: a local file ending in .db
+        head, dot_db, tail = rest.partition(".db")
+        address, collection = head + dot_db, tail.strip("/")
+        if not dot_db or (tail and not tail.startswith("/")) or "/" in collection:
+            raise ConfigError(f"--out {uri}: a milvus-lite file is milvus:///PATH.db or milvus:///PATH.db/COLLECTION")
+    else:
+        host, _, collection = rest.partition("/")
+        if not re.fullmatch(r"[A-Za-z0-9.\-]+(:\d{1,5})?", host) or "/" in collection:
+            raise ConfigError(f"--out {uri}: a Milvus server is milvus://HOST:PORT or milvus://HOST:PORT/COLLECTION")
+        address = f"http://{host}" if ":" in host else f"http://{host}:19530"
+    collection = collection or MILVUS_DEFAULT_COLLECTION
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", collection):
+        raise ConfigError(f"--out {uri}: a collection name is letters, digits and underscores, not {collection!r}")
+    return address, collection
+
+
+def _tail_bytes(text: str, limit: int) -> str:
+    """The end of `text` within `limit` UTF-8 bytes (Milvus' VARCHAR length counts bytes)."""
+    return text.encode()[-limit:].decode(errors="ignore")
+
+
+class MilvusSink:
+    """The faces of an index folder, kept in a Milvus collection: one entity per face (no-face and unreadable
+    images stay in Parquet only), upserted a Parquet part at a time."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.address, self.collection = parse_milvus(uri)
+        self._client: Any = None
+        self.upserted = 0
+
+    def open(self, recognizer: str) -> None:
+        """Connect, and refuse a collection of another recognizer: before anything is embedded."""
+        try:
+            from pymilvus import MilvusClient
+        except ImportError:
+            raise ConfigError("a Milvus output needs pymilvus: pip install 'facelens[milvus]'") from None
+        import logging
+
+        logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # milvus-lite's own noise, see gallery.milvus
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+        if self.address.endswith(".db"):
+            Path(self.address).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            token = os.environ.get("MILVUS_TOKEN", "")
+            self._client = MilvusClient(self.address, token=token) if token else MilvusClient(self.address)
+            if self._client.has_collection(self.collection):
+                fields = {f["name"] for f in self._client.describe_collection(self.collection)["fields"]}
+                if not {"pk", "sha256", "recognizer", "embedding"} <= fields:
+                    raise ConfigError(f"{self.uri}: collection {self.collection} exists and is not a facelens index; "
+                                      "name another (milvus://…/COLLECTION)")
+                self._client.load_collection(self.collection)
+                found = self._client.query(self.collection, filter="face >= 0", output_fields=["recognizer"], limit=1)
+                if found and found[0]["recognizer"] != recognizer:
+                    raise ConfigError(f"{self.uri} holds embeddings of {found[0]['recognizer']}, not {recognizer}; "
+                                      "name another collection")
+        except ConfigError:
+            raise
+        except Exception as exc:  # pymilvus' own errors and gRPC's
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"cannot use Milvus at {self.uri}: {reason}") from None
+
+    def _create(self, dim: int) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=80)  # "sha256:face"
+        schema.add_field("sha256", DataType.VARCHAR, max_length=64)
+        schema.add_field("face", DataType.INT32)
+        schema.add_field("path", DataType.VARCHAR, max_length=4096)
+        schema.add_field("bbox", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=4)
+        schema.add_field("landmarks", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=10)
+        schema.add_field("det_score", DataType.FLOAT)
+        schema.add_field("recognizer", DataType.VARCHAR, max_length=64)
+        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+        params = self._client.prepare_index_params()
+        params.add_index("embedding", index_type="AUTOINDEX", metric_type="IP")  # L2-normalised: IP is cosine
+        self._client.create_collection(self.collection, schema=schema, index_params=params)
+
+    def _state(self, folder: Path) -> dict[str, list[str]]:
+        import json
+
+        try:
+            state = json.loads((folder / MILVUS_STATE).read_text())
+            return state if isinstance(state, dict) else {}
+        except (OSError, ValueError):
+            return {}  # none yet, or unreadable: every part is upserted again (harmless, by primary key)
+
+    def sync(self, folder: Path) -> int:
+        """Upsert every Parquet part of `folder` this target has not taken yet; returns the faces upserted."""
+        import json
+
+        import pyarrow.parquet as pq
+
+        state = self._state(folder)
+        key = f"{self.address}/{self.collection}"
+        synced = set(state.get(key, []))
+        count = 0
+        for part in sorted(folder.glob("*.parquet")):
+            if part.name in synced:
+                continue
+            rows = [r for r in pq.read_table(part).to_pylist() if r["face"] >= 0 and r["embedding"] is not None]
+            entities = [{"pk": f"{r['sha256']}:{r['face']}", "sha256": r["sha256"], "face": r["face"],
+                         "path": _tail_bytes(r["path"], 4096), "bbox": r["bbox"] or [],
+                         "landmarks": r["landmarks"] or [], "det_score": r["det_score"] or 0.0,
+                         "recognizer": r["recognizer"], "embedding": r["embedding"]} for r in rows]
+            try:
+                if entities and not self._client.has_collection(self.collection):
+                    self._create(len(entities[0]["embedding"]))
+                for start in range(0, len(entities), _MILVUS_BATCH):
+                    self._client.upsert(self.collection, entities[start:start + _MILVUS_BATCH])
+            except Exception as exc:
+                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                raise FacelensError(f"Milvus at {self.uri} refused the faces of {part.name}: {reason} (the Parquet "
+                                    "files are complete; run again to retry)") from None
+            count += len(entities)
+            synced.add(part.name)
+            state[key] = sorted(synced)
+            tmp = folder / (MILVUS_STATE + ".tmp")
+            tmp.write_text(json.dumps(state, indent=1))
+            os.replace(tmp, folder / MILVUS_STATE)
+        self.upserted += count
+        return count
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
 def _write(out: Path, rows: list[dict[str, Any]]) -> None:
@@ -174,12 +326,14 @@ class IndexSummary:
     seconds: float
     out: str
     set_aside: list[str] = field(default_factory=list)  # unreadable Parquet files renamed *.broken
+    milvus: str | None = None  # the Milvus target, if any
+    milvus_upserted: int = 0  # faces upserted into it by this run (parts of earlier runs it lacked included)
 
     def as_dict(self) -> dict[str, Any]:
         return {"images": self.images, "skipped": self.skipped, "done": self.done, "faces": self.faces,
                 "errors": len(self.errors), "seconds": round(self.seconds, 2),
                 "images_per_s": round(self.done / self.seconds, 2) if self.seconds else None, "out": self.out,
-                "set_aside": self.set_aside}
+                "set_aside": self.set_aside, "milvus": self.milvus, "milvus_upserted": self.milvus_upserted}
 
 
 def _summarise(rows: Iterable[dict[str, Any]], images: int, skipped: int, seconds: float, out: Path) -> IndexSummary:
@@ -194,10 +348,9 @@ def _summarise(rows: Iterable[dict[str, Any]], images: int, skipped: int, second
 
 
 def index_local(paths: list[Path], out: str | os.PathLike[str], options: IndexOptions, threads: int = 0,
-                on_image: Callable[[], None] | None = None) -> IndexSummary:
-    """The single-machine path: `threads` workers (0: every CPU), each with its own analyzer."""
-    from concurrent.futures import ThreadPoolExecutor
-
+                on_image: Callable[[], None] | None = None, milvus: str | None = None) -> IndexSummary:
+    """The single-machine path: `threads` workers (0: every CPU), each with its own analyzer; `milvus`: a
+    milvus:// target that receives every face too (see the module docstring)."""
     from facelens.pipeline import default_threads
 
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
@@ -210,6 +363,23 @@ def index_local(paths: list[Path], out: str | os.PathLike[str], options: IndexOp
     start = time.perf_counter()
     set_aside: list[str] = []
     done = done_hashes(folder, probe.recognizer, set_aside)
+    sink = MilvusSink(milvus) if milvus else None
+    if sink:
+        sink.open(probe.recognizer)
+    try:
+        summary = _index_chunks(paths, folder, options, n_threads, done, on_image, sink)
+    finally:
+        if sink:
+            sink.close()
+    summary.seconds = time.perf_counter() - start
+    summary.set_aside = set_aside
+    return summary
+
+
+def _index_chunks(paths: list[Path], folder: Path, options: IndexOptions, n_threads: int, done: set[str],
+                  on_image: Callable[[], None] | None, sink: MilvusSink | None) -> IndexSummary:
+    from concurrent.futures import ThreadPoolExecutor
+
     workers = [IndexWorker(options, done) for _ in range(n_threads)]  # sessions are shared: cheap to build
     for worker in workers[1:]:
         worker.share_seen(workers[0])
@@ -249,14 +419,19 @@ def index_local(paths: list[Path], out: str | os.PathLike[str], options: IndexOp
                 totals["faces"] += sum(r["face"] >= 0 for r in image_rows)
                 rows += image_rows
             _write(folder, rows)  # per chunk: a crash loses at most this chunk's work
-    return IndexSummary(len(paths), totals["skipped"], totals["done"], totals["faces"], errors,
-                        time.perf_counter() - start, str(folder), set_aside)
+            if sink:
+                sink.sync(folder)  # also the parts an earlier, killed run left behind
+    if sink:
+        sink.sync(folder)  # nothing new written (all skipped): still mend what an earlier run left
+    return IndexSummary(len(paths), totals["skipped"], totals["done"], totals["faces"], errors, 0.0, str(folder),
+                        milvus=sink.uri if sink else None, milvus_upserted=sink.upserted if sink else 0)
 
 
 def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOptions, address: str = "local",
-              workers: int = 0, batch_size: int = 16) -> IndexSummary:
+              workers: int = 0, batch_size: int = 16, milvus: str | None = None) -> IndexSummary:
     """The Ray path: `address` "local" starts a Ray instance on this machine (`workers` CPUs, 0: all); anything
-    else ("auto", "ray://head:10001") connects to a running cluster."""
+    else ("auto", "ray://head:10001") connects to a running cluster. `milvus`: as for `index_local`; the
+    driver upserts the Parquet parts once the workers have written them."""
     try:
         import ray
         import ray.data
@@ -268,6 +443,9 @@ def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOpt
     start = time.perf_counter()
     set_aside: list[str] = []
     done = done_hashes(folder, probe.recognizer, set_aside)
+    sink = MilvusSink(milvus) if milvus else None
+    if sink:
+        sink.open(probe.recognizer)  # before the cluster starts: a wrong address is one error, nothing written
     started_here = False
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
@@ -316,6 +494,11 @@ def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOpt
     finally:
         if started_here:
             ray.shutdown()
+        if sink:
+            try:
+                sink.sync(folder)  # what the workers wrote, even when the job failed part-way
+            finally:
+                sink.close()
     import pyarrow.parquet as pq
 
     all_rows = [row for path in sorted(set(folder.glob("*.parquet")) - before)
@@ -323,6 +506,8 @@ def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOpt
     done_now = {r["sha256"] for r in all_rows}
     summary = _summarise(all_rows, n_images, n_images - len(done_now), time.perf_counter() - start, folder)
     summary.set_aside = set_aside
+    if sink:
+        summary.milvus, summary.milvus_upserted = sink.uri, sink.upserted
     return summary
 
 

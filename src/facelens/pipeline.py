@@ -33,7 +33,7 @@ from facelens.types import Face, ImageResult
 AUTO_DECODE_SIZE = 4096
 FIXED_DECODE_SIZE = 2048
 # recognizers with an INT8 build in the registry (made at pull time, see facelens.models.graph)
-INT8_RECOGNIZERS = {"arcface-mbf": "arcface-mbf-int8"}
+INT8_RECOGNIZERS = {"arcface-mbf": "arcface-mbf-int8", "sface": "sface-int8"}
 
 
 def default_threads() -> int:
@@ -69,8 +69,9 @@ class FaceAnalyzer:
     face crop, as in most face datasets (see `facelens.detect.crop`): the whole image is the face,
     never "no face"; the detector only supplies its five points where it can. `attribute_options`:
     constructor options per attribute, e.g. {"liveness": {"bpcer": 0.05}}. `int8=True`: the recognizer's
-    INT8 build (`arcface-mbf-int8`, made at pull time): the same embedding space and thresholds, ~2x faster
-    embedding on CPUs with VNNI, verification accuracy within 0.1 point (benchmarks/RESULTS.md, "Throughput").
+    INT8 build (`arcface-mbf-int8` or `sface-int8`, made at pull time): the same embedding space and
+    thresholds, faster embedding on CPUs with VNNI, verification accuracy within 0.1 point
+    (benchmarks/RESULTS.md, "Throughput" and "Licence-clean profile").
     """
 
     def __init__(
@@ -173,11 +174,11 @@ class FaceAnalyzer:
         Called before a batch, so a missing model is one error rather than one per file.
         """
         int8 = self.int8_model if embed else None
-        # with int8 the recognizer's own file is not needed, only its INT8 build
-        names = [self.detector] + ([self.recognizer] if embed and not int8 else [])
+        names = [self.detector] + ([self.recognizer] if embed else [])
         for name in names:
             for model in REQUIRES.get(name, ()):
-                model_path(model)
+                if not (int8 and model == self.recognizer):  # with int8, its INT8 build instead of its file
+                    model_path(model)
         if int8:
             model_path(int8)
         _ = self.detector_model

@@ -40,8 +40,8 @@ ThreadsOpt = Annotated[int, typer.Option("--threads", min=0, help="images proces
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 FlipOpt = Annotated[bool, typer.Option("--flip", help="average each embedding with its mirror image's")]
 Int8Opt = Annotated[bool, typer.Option(
-    "--int8", help="the recognizer's INT8 build (arcface-mbf-int8; `facelens models pull arcface-mbf-int8`): same "
-                   "embeddings within 0.1 point of verification accuracy, ~2x faster embedding")]
+    "--int8", help="the recognizer's INT8 build (arcface-mbf-int8, or sface-int8 in the clean profile; `facelens "
+                   "models pull NAME`): same embeddings within 0.1 point of verification accuracy, faster embedding")]
 CropsOpt = Annotated[bool, typer.Option(
     "--crops", help="each image is one face crop (as in FER-2013, UTKFace, LFW-style sets): the whole image is the "
                     "face, never 'no face'; its five points are detected where possible, else a template")]

@@ -23,7 +23,7 @@ def create_recognizer(name: str | None = None, **params: Any) -> Recognizer:
     if name == "sface":
         from facelens.embed.arcface import SFace
 
-        return SFace(**{k: v for k, v in params.items() if k in {"flip", "batch_size", "threads", "refine"}})
+        return SFace(**{k: v for k, v in params.items() if k in {"flip", "batch_size", "threads", "refine", "model"}})
     if name == "dlib-resnet":
         from facelens.embed.dlib import DlibResNet
 

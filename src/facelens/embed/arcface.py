@@ -98,8 +98,9 @@ class SFace(ArcFace):
     dim = 128
     mean, scale = 0.0, 1.0
 
-    def __init__(self, flip: bool = False, batch_size: int = 32, threads: int = 1, refine: bool = True) -> None:
-        super().__init__(flip=flip, batch_size=batch_size, threads=threads)
+    def __init__(self, flip: bool = False, batch_size: int = 32, threads: int = 1, refine: bool = True,
+                 model: str | None = None) -> None:
+        super().__init__(flip=flip, batch_size=batch_size, threads=threads, model=model)
         self.refine = refine
 
     def align(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:

