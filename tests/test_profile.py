@@ -278,7 +278,7 @@ def test_clean_int8_build_takes_nothing_from_a_non_commercial_file():
     entry = REGISTRY["sface-int8"]
     assert entry.commercial == "yes" and entry.convert and entry.convert["from"] == "int8"
     members = {entry.member, *(m for m, _ in entry.extra_members), *(m for _, m, _ in entry.foreign_members)}
-    clean = {e.member for e in REGISTRY.values() if e.commercial == "yes"}
+    clean = {e.member for e in REGISTRY.values() if e.commercial == "yes" and e.name != "sface-int8"}
     assert members - clean == {"package/assets/screenshot-facematch.jpg"}
     assert all(e.member not in members for e in REGISTRY.values() if e.commercial != "yes")
 

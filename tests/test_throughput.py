@@ -201,8 +201,10 @@ def _milvus_faces(db: Path, collection: str) -> dict[str, dict]:
     client = MilvusClient(str(db))
     try:
         rows = client.query(collection, filter="face >= 0", output_fields=["*"], limit=16384)
+        count = client.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"]
     finally:
         client.close()
+    assert count == len(rows) == len({r["pk"] for r in rows})  # no entity twice
     return {r["pk"]: r for r in rows}
 
 
@@ -230,9 +232,25 @@ def test_index_into_milvus_mirrors_the_parquet_faces_and_resumes(collection: Pat
     assert again.done == 0 and again.milvus_upserted == 0
     # a run killed between the Parquet write and the upsert (the part not noted as synced) is mended by the
     # next run, and upserting a part again (primary key sha256:face) adds no duplicate
-    (out / "milvus-synced.json").unlink()
+    state_file = out / "milvus-synced.json"
+    state = json.loads(state_file.read_text())
+    (entry,) = state.values()
+    dropped = entry["parts"].pop()
+    state_file.write_text(json.dumps(state))
+    import pyarrow.parquet as pq
+
+    hashes = set(pq.read_table(out / dropped, columns=["sha256"]).column("sha256").to_pylist())
+    in_dropped = sum(r["face"] >= 0 for r in _rows(out) if r["sha256"] in hashes)
     mended = index_local(expand_paths([collection]), out, IndexOptions(), threads=2, milvus=target)
-    assert mended.milvus_upserted == len(parquet_faces) and set(_milvus_faces(db, "portraits")) == set(stored)
+    assert mended.milvus_upserted == in_dropped > 0 and set(_milvus_faces(db, "portraits")) == set(stored)
+    # a collection lost since (dropped, or a server without its volume) is filled again, not trusted to the notes
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(str(db))
+    client.drop_collection("portraits")
+    client.close()
+    refilled = index_local(expand_paths([collection]), out, IndexOptions(), threads=2, milvus=target)
+    assert refilled.milvus_upserted == len(parquet_faces) and set(_milvus_faces(db, "portraits")) == set(stored)
     # one collection, one embedding space: the INT8 build's rows are refused before anything is embedded
     with pytest.raises(ConfigError, match="holds embeddings of arcface-mbf"):
         index_local(expand_paths([collection]), tmp_path / "ix8", IndexOptions(int8=True), threads=1, milvus=target)
@@ -245,8 +263,11 @@ def test_index_milvus_targets_are_checked(collection: Path, tmp_path: Path) -> N
     assert parse_milvus("milvus://db.example:19531/faces") == ("http://db.example:19531", "faces")
     assert parse_milvus("milvus://db.example") == ("http://db.example:19530", "facelens_index")
     assert parse_milvus("milvus:///data/x.db") == ("/data/x.db", "facelens_index")
+    assert parse_milvus("MILVUS://[::1]:19531/faces/") == ("http://[::1]:19531", "faces")
+    assert parse_milvus("milvus:///srv/v1.db.bak/x.db/faces") == ("/srv/v1.db.bak/x.db", "faces")
+    assert parse_milvus("milvus:///srv/app.db/faces.db") == ("/srv/app.db/faces.db", "facelens_index")
     for bad in ("milvus://", "milvus://host:port/x", "milvus:///data/x", "milvus:///data/x.db/a/b",
-                "milvus://h/bad-name"):
+                "milvus://h/bad-name", "milvus://faces.db", "milvus://h:0", "milvus://h:99999"):
         with pytest.raises(ConfigError):
             parse_milvus(bad)
     base = [sys.executable, "-m", "facelens", "index", str(collection)]

@@ -30,7 +30,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +147,7 @@ def done_hashes(out: Path, recognizer: str | None = None, set_aside: list[str] |
 def check_out(out: str | os.PathLike[str]) -> Path:
     if not str(out).strip():
         raise ConfigError("--out needs a folder name")
-    if str(out).startswith(MILVUS_SCHEME):
+    if is_milvus(str(out)):
         raise ConfigError(f"--out {out}: a Milvus output needs an output folder as well (--out DIR --out "
                           f"{out}): the Parquet files are the index's record, Milvus its searchable copy")
     if "://" in str(out):
@@ -166,22 +166,33 @@ MILVUS_STATE = "milvus-synced.json"  # in the output folder: the Parquet parts a
 _MILVUS_BATCH = 2000
 
 
+def is_milvus(out: str) -> bool:
+    """Whether an --out value is a Milvus target (the scheme in any case)."""
+    return str(out)[: len(MILVUS_SCHEME)].lower() == MILVUS_SCHEME
+
+
 def parse_milvus(uri: str) -> tuple[str, str]:
-    """(MilvusClient address, collection) of `milvus://HOST:PORT[/COLLECTION]` (a server; the token, if any, in
-    $MILVUS_TOKEN) or `milvus:///PATH.db[/COLLECTION]` (an embedded milvus-lite file)."""
+    """(MilvusClient address, collection) of `milvus://HOST:PORT[/COLLECTION]` (a server; IPv6 hosts in
+    brackets; the token, if any, in $MILVUS_TOKEN) or `milvus:///ABSOLUTE/PATH.db[/COLLECTION]` (an embedded
+    milvus-lite file)."""
     import re
 
-    rest = uri[len(MILVUS_SCHEME):] if uri.startswith(MILVUS_SCHEME) else ""
-    if rest.startswith("/"):  # milvus-lite: a local file ending in .db
-        head, dot_db, tail = rest.partition(".db")
-        address, collection = head + dot_db, tail.strip("/")
-        if not dot_db or (tail and not tail.startswith("/")) or "/" in collection:
-            raise ConfigError(f"--out {uri}: a milvus-lite file is milvus:///PATH.db or milvus:///PATH.db/COLLECTION")
+    rest = uri[len(MILVUS_SCHEME):] if is_milvus(uri) else ""
+    if rest.startswith("/"):  # milvus-lite: a local file ending in .db, maybe followed by a collection
+        parts = rest.rstrip("/").split("/")
+        at = max((i for i, p in enumerate(parts) if p.endswith(".db") and len(p) > 3), default=-1)
+        if at < 0 or at < len(parts) - 2:
+            raise ConfigError(f"--out {uri}: a milvus-lite file is milvus:///ABSOLUTE/PATH.db or "
+                              "milvus:///ABSOLUTE/PATH.db/COLLECTION")
+        address, collection = "/".join(parts[: at + 1]), "/".join(parts[at + 1 :])
     else:
-        host, _, collection = rest.partition("/")
-        if not re.fullmatch(r"[A-Za-z0-9.\-]+(:\d{1,5})?", host) or "/" in collection:
+        host, _, collection = rest.rstrip("/").partition("/")
+        match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(?::(\d{1,5}))?", host)
+        if host.lower().endswith(".db"):
+            raise ConfigError(f"--out {uri}: a milvus-lite file takes an absolute path: milvus:///ABSOLUTE/PATH.db")
+        if not match or "/" in collection or not 0 < int(match.group(2) or 19530) < 65536:
             raise ConfigError(f"--out {uri}: a Milvus server is milvus://HOST:PORT or milvus://HOST:PORT/COLLECTION")
-        address = f"http://{host}" if ":" in host else f"http://{host}:19530"
+        address = f"http://{match.group(1)}:{match.group(2) or 19530}"
     collection = collection or MILVUS_DEFAULT_COLLECTION
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", collection):
         raise ConfigError(f"--out {uri}: a collection name is letters, digits and underscores, not {collection!r}")
@@ -193,18 +204,27 @@ def _tail_bytes(text: str, limit: int) -> str:
     return text.encode()[-limit:].decode(errors="ignore")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 class MilvusSink:
     """The faces of an index folder, kept in a Milvus collection: one entity per face (no-face and unreadable
-    images stay in Parquet only), upserted a Parquet part at a time."""
+    images stay in Parquet only), upserted a Parquet part at a time.
+
+    The folder's `milvus-synced.json` notes, per target, the collection's id and the parts it holds: a
+    collection dropped or recreated since (another id) takes every part again."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.address, self.collection = parse_milvus(uri)
         self._client: Any = None
         self.upserted = 0
+        self.error: str | None = None  # the first failure of a run; later parts wait for the next run
 
-    def open(self, recognizer: str) -> None:
-        """Connect, and refuse a collection of another recognizer: before anything is embedded."""
+    def open(self, recognizer: str, dim: int) -> None:
+        """Connect, and refuse a collection of another recognizer or size: before anything is embedded."""
         try:
             from pymilvus import MilvusClient
         except ImportError:
@@ -213,28 +233,33 @@ class MilvusSink:
 
         logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # milvus-lite's own noise, see gallery.milvus
         logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
-        if self.address.endswith(".db"):
-            Path(self.address).parent.mkdir(parents=True, exist_ok=True)
+        self.recognizer, self.dim = recognizer, dim
         try:
+            if self.address.endswith(".db"):
+                Path(self.address).parent.mkdir(parents=True, exist_ok=True)
             token = os.environ.get("MILVUS_TOKEN", "")
             self._client = MilvusClient(self.address, token=token) if token else MilvusClient(self.address)
             if self._client.has_collection(self.collection):
-                fields = {f["name"] for f in self._client.describe_collection(self.collection)["fields"]}
-                if not {"pk", "sha256", "recognizer", "embedding"} <= fields:
+                info = self._client.describe_collection(self.collection)
+                fields = {f["name"]: f for f in info["fields"]}
+                if not {"pk", "sha256", "recognizer", "embedding"} <= set(fields):
                     raise ConfigError(f"{self.uri}: collection {self.collection} exists and is not a facelens index; "
                                       "name another (milvus://…/COLLECTION)")
+                found_dim = int(fields["embedding"].get("params", {}).get("dim", dim))
                 self._client.load_collection(self.collection)
                 found = self._client.query(self.collection, filter="face >= 0", output_fields=["recognizer"], limit=1)
-                if found and found[0]["recognizer"] != recognizer:
-                    raise ConfigError(f"{self.uri} holds embeddings of {found[0]['recognizer']}, not {recognizer}; "
-                                      "name another collection")
+                other = found[0]["recognizer"] if found else None
+                if (other and other != recognizer) or found_dim != dim:
+                    raise ConfigError(f"{self.uri} holds embeddings of {other or f'{found_dim} dimensions'}, not "
+                                      f"{recognizer}; name another collection")
         except ConfigError:
+            self.close()
             raise
-        except Exception as exc:  # pymilvus' own errors and gRPC's
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"cannot use Milvus at {self.uri}: {reason}") from None
+        except Exception as exc:  # pymilvus' own errors, gRPC's, a folder that cannot be made
+            self.close()
+            raise ConfigError(f"cannot use Milvus at {self.uri}: {_first_line(exc)}") from None
 
-    def _create(self, dim: int) -> None:
+    def _create(self) -> None:
         from pymilvus import DataType, MilvusClient
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -246,60 +271,93 @@ class MilvusSink:
         schema.add_field("landmarks", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=10)
         schema.add_field("det_score", DataType.FLOAT)
         schema.add_field("recognizer", DataType.VARCHAR, max_length=64)
-        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
         params = self._client.prepare_index_params()
         params.add_index("embedding", index_type="AUTOINDEX", metric_type="IP")  # L2-normalised: IP is cosine
         self._client.create_collection(self.collection, schema=schema, index_params=params)
 
-    def _state(self, folder: Path) -> dict[str, list[str]]:
-        import json
+    def _collection_id(self) -> str:
+        info = self._client.describe_collection(self.collection)
+        return str(info.get("collection_id") or info.get("created_timestamp") or "")
 
-        try:
-            state = json.loads((folder / MILVUS_STATE).read_text())
-            return state if isinstance(state, dict) else {}
-        except (OSError, ValueError):
-            return {}  # none yet, or unreadable: every part is upserted again (harmless, by primary key)
-
-    def sync(self, folder: Path) -> int:
-        """Upsert every Parquet part of `folder` this target has not taken yet; returns the faces upserted."""
-        import json
-
+    def _entities(self, part: Path) -> Iterator[list[dict[str, Any]]]:
+        """The part's faces as Milvus entities, a batch at a time (a part of crowd photos is large)."""
         import pyarrow.parquet as pq
 
-        state = self._state(folder)
+        columns = ["sha256", "path", "face", "bbox", "landmarks", "det_score", "recognizer", "embedding"]
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=_MILVUS_BATCH, columns=columns):
+            out = []
+            for r in batch.to_pylist():
+                vector = r["embedding"]
+                if r["face"] < 0 or vector is None or not np.isfinite(vector).all():
+                    continue  # Milvus refuses NaN vectors; such a face stays in Parquet only
+                score = r["det_score"]
+                out.append({"pk": f"{r['sha256']}:{r['face']}", "sha256": r["sha256"], "face": r["face"],
+                            "path": _tail_bytes(r["path"], 4096), "bbox": r["bbox"] or [],
+                            "landmarks": r["landmarks"] or [],
+                            "det_score": float(score) if score is not None and np.isfinite(score) else 0.0,
+                            "recognizer": r["recognizer"], "embedding": vector})
+            yield out
+
+    def sync(self, folder: Path) -> int:
+        """Upsert every Parquet part of `folder` this collection lacks; returns the faces upserted. A failure
+        is kept in `error` (the run goes on writing Parquet; the next run retries), not raised."""
+        import json
+
+        if self.error:
+            return 0
         key = f"{self.address}/{self.collection}"
-        synced = set(state.get(key, []))
+        state = _read_json(folder / MILVUS_STATE)
         count = 0
-        for part in sorted(folder.glob("*.parquet")):
-            if part.name in synced:
-                continue
-            rows = [r for r in pq.read_table(part).to_pylist() if r["face"] >= 0 and r["embedding"] is not None]
-            entities = [{"pk": f"{r['sha256']}:{r['face']}", "sha256": r["sha256"], "face": r["face"],
-                         "path": _tail_bytes(r["path"], 4096), "bbox": r["bbox"] or [],
-                         "landmarks": r["landmarks"] or [], "det_score": r["det_score"] or 0.0,
-                         "recognizer": r["recognizer"], "embedding": r["embedding"]} for r in rows]
-            try:
-                if entities and not self._client.has_collection(self.collection):
-                    self._create(len(entities[0]["embedding"]))
-                for start in range(0, len(entities), _MILVUS_BATCH):
-                    self._client.upsert(self.collection, entities[start:start + _MILVUS_BATCH])
-            except Exception as exc:
-                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                raise FacelensError(f"Milvus at {self.uri} refused the faces of {part.name}: {reason} (the Parquet "
-                                    "files are complete; run again to retry)") from None
-            count += len(entities)
-            synced.add(part.name)
-            state[key] = sorted(synced)
-            tmp = folder / (MILVUS_STATE + ".tmp")
-            tmp.write_text(json.dumps(state, indent=1))
-            os.replace(tmp, folder / MILVUS_STATE)
+        try:
+            exists = self._client.has_collection(self.collection)
+            mine = state.get(key) if isinstance(state.get(key), dict) else {}
+            synced = set(mine.get("parts", [])) if exists and mine.get("id") == self._collection_id() else set()
+            for part in sorted(folder.glob("*.parquet")):
+                if part.name in synced:
+                    continue
+                try:
+                    for entities in self._entities(part):
+                        if not entities:
+                            continue
+                        if not self._client.has_collection(self.collection):
+                            self._create()
+                        self._client.upsert(self.collection, entities)
+                        count += len(entities)
+                except OSError:
+                    continue  # unreadable (a part a killed writer left): set aside by the next run, not noted
+                except Exception as exc:
+                    if type(exc).__module__.startswith("pyarrow"):
+                        continue  # the same, as pyarrow reports it
+                    raise
+                synced.add(part.name)
+                state[key] = {"id": self._collection_id() if self._client.has_collection(self.collection) else "",
+                              "parts": sorted(synced)}
+                tmp = folder / f"{MILVUS_STATE}.{uuid.uuid4().hex[:8]}.tmp"
+                tmp.write_text(json.dumps(state, indent=1))
+                os.replace(tmp, folder / MILVUS_STATE)
+        except Exception as exc:
+            self.error = (f"Milvus at {self.uri}: {_first_line(exc)}; the Parquet files are complete, and the "
+                          "next run upserts what is missing")
         self.upserted += count
         return count
 
     def close(self) -> None:
         if self._client is not None:
-            self._client.close()
-            self._client = None
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(path.read_text())
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}  # none yet, or unreadable: every part is upserted again (harmless, by primary key)
 
 
 def _write(out: Path, rows: list[dict[str, Any]]) -> None:
@@ -328,12 +386,14 @@ class IndexSummary:
     set_aside: list[str] = field(default_factory=list)  # unreadable Parquet files renamed *.broken
     milvus: str | None = None  # the Milvus target, if any
     milvus_upserted: int = 0  # faces upserted into it by this run (parts of earlier runs it lacked included)
+    milvus_error: str | None = None  # why some parts are not in Milvus yet (the next run retries them)
 
     def as_dict(self) -> dict[str, Any]:
         return {"images": self.images, "skipped": self.skipped, "done": self.done, "faces": self.faces,
                 "errors": len(self.errors), "seconds": round(self.seconds, 2),
                 "images_per_s": round(self.done / self.seconds, 2) if self.seconds else None, "out": self.out,
-                "set_aside": self.set_aside, "milvus": self.milvus, "milvus_upserted": self.milvus_upserted}
+                "set_aside": self.set_aside, "milvus": self.milvus, "milvus_upserted": self.milvus_upserted,
+                "milvus_error": self.milvus_error}
 
 
 def _summarise(rows: Iterable[dict[str, Any]], images: int, skipped: int, seconds: float, out: Path) -> IndexSummary:
@@ -365,7 +425,7 @@ def index_local(paths: list[Path], out: str | os.PathLike[str], options: IndexOp
     done = done_hashes(folder, probe.recognizer, set_aside)
     sink = MilvusSink(milvus) if milvus else None
     if sink:
-        sink.open(probe.recognizer)
+        sink.open(probe.recognizer, probe.analyzer.recognizer_model.dim)
     try:
         summary = _index_chunks(paths, folder, options, n_threads, done, on_image, sink)
     finally:
@@ -424,7 +484,8 @@ def _index_chunks(paths: list[Path], folder: Path, options: IndexOptions, n_thre
     if sink:
         sink.sync(folder)  # nothing new written (all skipped): still mend what an earlier run left
     return IndexSummary(len(paths), totals["skipped"], totals["done"], totals["faces"], errors, 0.0, str(folder),
-                        milvus=sink.uri if sink else None, milvus_upserted=sink.upserted if sink else 0)
+                        milvus=sink.uri if sink else None, milvus_upserted=sink.upserted if sink else 0,
+                        milvus_error=sink.error if sink else None)
 
 
 def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOptions, address: str = "local",
@@ -444,8 +505,8 @@ def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOpt
     set_aside: list[str] = []
     done = done_hashes(folder, probe.recognizer, set_aside)
     sink = MilvusSink(milvus) if milvus else None
-    if sink:
-        sink.open(probe.recognizer)  # before the cluster starts: a wrong address is one error, nothing written
+    if sink:  # before the cluster starts: a wrong address is one error, nothing written
+        sink.open(probe.recognizer, probe.analyzer.recognizer_model.dim)
     started_here = False
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
@@ -496,7 +557,7 @@ def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOpt
             ray.shutdown()
         if sink:
             try:
-                sink.sync(folder)  # what the workers wrote, even when the job failed part-way
+                sink.sync(folder)  # what the workers wrote, even when the job failed part-way (never raises)
             finally:
                 sink.close()
     import pyarrow.parquet as pq
@@ -507,7 +568,7 @@ def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOpt
     summary = _summarise(all_rows, n_images, n_images - len(done_now), time.perf_counter() - start, folder)
     summary.set_aside = set_aside
     if sink:
-        summary.milvus, summary.milvus_upserted = sink.uri, sink.upserted
+        summary.milvus, summary.milvus_upserted, summary.milvus_error = sink.uri, sink.upserted, sink.error
     return summary
 
 

@@ -48,14 +48,14 @@ def index(
 ) -> None:
     """Index every face of a photo collection: box, five points, score and embedding per face, one Parquet row
     each, keyed by the image's sha256 (resumable)."""
-    from facelens.index import MILVUS_SCHEME, IndexOptions, index_local, index_ray, parse_milvus
+    from facelens.index import IndexOptions, index_local, index_ray, is_milvus, parse_milvus
 
     if workers < 0:
         raise fail(f"--workers must be >= 0, got {workers}")
     if workers and ray_address is None:
         raise fail("--workers is for --ray; on this machine --threads sets how many images run at once")
-    folders = [o for o in outputs if not o.startswith(MILVUS_SCHEME)]
-    milvus = [o for o in outputs if o.startswith(MILVUS_SCHEME)]
+    folders = [o for o in outputs if not is_milvus(o)]
+    milvus = [o for o in outputs if is_milvus(o)]
     if len(folders) != 1 or len(milvus) > 1:
         raise fail("give one output folder (--out DIR), and at most one Milvus target (--out milvus://…) beside it"
                    if folders or len(milvus) > 1 else
@@ -96,4 +96,6 @@ def index(
                   f"{summary.skipped} already in {escape(summary.out)}; {summary.seconds:.1f} s{rate}")
         if summary.milvus:
             out.print(f"{summary.milvus_upserted} faces upserted into {escape(summary.milvus)}")
-    raise typer.Exit(EXIT_ERROR if summary.errors else EXIT_OK)
+    if summary.milvus_error:
+        err.print(f"[red]error[/red] {escape(summary.milvus_error)}")
+    raise typer.Exit(EXIT_ERROR if summary.errors or summary.milvus_error else EXIT_OK)
