@@ -251,6 +251,12 @@ def test_index_into_milvus_mirrors_the_parquet_faces_and_resumes(collection: Pat
     client.close()
     refilled = index_local(expand_paths([collection]), out, IndexOptions(), threads=2, milvus=target)
     assert refilled.milvus_upserted == len(parquet_faces) and set(_milvus_faces(db, "portraits")) == set(stored)
+    # ... and so is one that lost its entities (milvus-lite gives no collection id: the count tells)
+    client = MilvusClient(str(db))
+    client.delete("portraits", filter="face >= 0")
+    client.close()
+    emptied = index_local(expand_paths([collection]), out, IndexOptions(), threads=2, milvus=target)
+    assert emptied.milvus_upserted == len(parquet_faces) and set(_milvus_faces(db, "portraits")) == set(stored)
     # one collection, one embedding space: the INT8 build's rows are refused before anything is embedded
     with pytest.raises(ConfigError, match="holds embeddings of arcface-mbf"):
         index_local(expand_paths([collection]), tmp_path / "ix8", IndexOptions(int8=True), threads=1, milvus=target)

@@ -213,8 +213,9 @@ class MilvusSink:
     """The faces of an index folder, kept in a Milvus collection: one entity per face (no-face and unreadable
     images stay in Parquet only), upserted a Parquet part at a time.
 
-    The folder's `milvus-synced.json` notes, per target, the collection's id and the parts it holds: a
-    collection dropped or recreated since (another id) takes every part again."""
+    The folder's `milvus-synced.json` notes, per target, the collection's id, the parts it holds and how many
+    faces: a collection dropped, recreated (another id where the server gives one) or holding fewer faces than
+    noted takes every part again."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -222,6 +223,7 @@ class MilvusSink:
         self._client: Any = None
         self.upserted = 0
         self.error: str | None = None  # the first failure of a run; later parts wait for the next run
+        self._checked = False  # the collection compared with the notes (once a run)
 
     def open(self, recognizer: str, dim: int) -> None:
         """Connect, and refuse a collection of another recognizer or size: before anything is embedded."""
@@ -276,6 +278,10 @@ class MilvusSink:
         params.add_index("embedding", index_type="AUTOINDEX", metric_type="IP")  # L2-normalised: IP is cosine
         self._client.create_collection(self.collection, schema=schema, index_params=params)
 
+    def _count(self) -> int:
+        """Entities in the collection (exact: count(*) at strong consistency)."""
+        return int(self._client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+
     def _collection_id(self) -> str:
         info = self._client.describe_collection(self.collection)
         return str(info.get("collection_id") or info.get("created_timestamp") or "")
@@ -312,7 +318,13 @@ class MilvusSink:
         try:
             exists = self._client.has_collection(self.collection)
             mine = state.get(key) if isinstance(state.get(key), dict) else {}
-            synced = set(mine.get("parts", [])) if exists and mine.get("id") == self._collection_id() else set()
+            parts, faces = mine.get("parts"), mine.get("faces")
+            trusted = (exists and isinstance(parts, list) and all(isinstance(p, str) for p in parts)
+                       and isinstance(faces, int) and mine.get("id") == self._collection_id())
+            if trusted and not self._checked:  # milvus-lite gives no collection id: count what is there
+                trusted = self._count() >= faces
+            self._checked = True
+            synced = set(parts) if trusted else set()
             for part in sorted(folder.glob("*.parquet")):
                 if part.name in synced:
                     continue
@@ -331,8 +343,9 @@ class MilvusSink:
                         continue  # the same, as pyarrow reports it
                     raise
                 synced.add(part.name)
-                state[key] = {"id": self._collection_id() if self._client.has_collection(self.collection) else "",
-                              "parts": sorted(synced)}
+                exists = self._client.has_collection(self.collection)
+                state[key] = {"id": self._collection_id() if exists else "", "parts": sorted(synced),
+                              "faces": self._count() if exists else 0}
                 tmp = folder / f"{MILVUS_STATE}.{uuid.uuid4().hex[:8]}.tmp"
                 tmp.write_text(json.dumps(state, indent=1))
                 os.replace(tmp, folder / MILVUS_STATE)
