@@ -235,7 +235,8 @@ def test_index_into_milvus_mirrors_the_parquet_faces_and_resumes(collection: Pat
     state_file = out / "milvus-synced.json"
     state = json.loads(state_file.read_text())
     (entry,) = state.values()
-    dropped = entry["parts"].pop()
+    dropped = sorted(entry["parts"])[-1]
+    del entry["parts"][dropped]
     state_file.write_text(json.dumps(state))
     import pyarrow.parquet as pq
 
@@ -284,3 +285,27 @@ def test_index_milvus_targets_are_checked(collection: Path, tmp_path: Path) -> N
                               timeout=120)
         assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert not (tmp_path / "a").exists()
+    portrait = sorted(collection.glob("*__*.jpg"))[:1]
+    # the record and the database apart: deleting one to rebuild it must not delete the other
+    with pytest.raises(ConfigError, match="apart"):
+        index_local(portrait, tmp_path / "same.db", IndexOptions(), milvus=f"milvus://{tmp_path}/same.db")
+    # a database another process holds: one line, not milvus-lite's logged traceback
+    from pymilvus import MilvusClient
+
+    held = MilvusClient(str(tmp_path / "held.db"))
+    try:
+        proc = subprocess.run([*base, "--out", str(tmp_path / "h"), "--out", f"milvus://{tmp_path}/held.db"],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        held.close()
+    assert proc.returncode == 2 and "in use by another process" in proc.stderr and "Traceback" not in proc.stderr
+    # one run at a time per output folder: a second is refused while the first holds the folder
+    import fcntl
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    with open(busy / ".facelens-index.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="another facelens index run"):
+            index_local(portrait, busy, IndexOptions(), threads=1)
+    assert index_local(portrait, busy, IndexOptions(), threads=1).done == 1  # released: it runs

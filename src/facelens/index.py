@@ -26,6 +26,7 @@ rebuilt from the folder.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
@@ -180,7 +181,7 @@ def parse_milvus(uri: str) -> tuple[str, str]:
     rest = uri[len(MILVUS_SCHEME):] if is_milvus(uri) else ""
     if rest.startswith("/"):  # milvus-lite: a local file ending in .db, maybe followed by a collection
         parts = rest.rstrip("/").split("/")
-        at = max((i for i, p in enumerate(parts) if p.endswith(".db") and len(p) > 3), default=-1)
+        at = max((i for i, p in enumerate(parts) if p.lower().endswith(".db") and len(p) > 3), default=-1)
         if at < 0 or at < len(parts) - 2:
             raise ConfigError(f"--out {uri}: a milvus-lite file is milvus:///ABSOLUTE/PATH.db or "
                               "milvus:///ABSOLUTE/PATH.db/COLLECTION")
@@ -188,6 +189,8 @@ def parse_milvus(uri: str) -> tuple[str, str]:
     else:
         host, _, collection = rest.rstrip("/").partition("/")
         match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(?::(\d{1,5}))?", host)
+        if ".db" in rest.lower() and not match:
+            raise ConfigError(f"--out {uri}: a milvus-lite file takes an absolute path: milvus:///ABSOLUTE/PATH.db")
         if host.lower().endswith(".db"):
             raise ConfigError(f"--out {uri}: a milvus-lite file takes an absolute path: milvus:///ABSOLUTE/PATH.db")
         if not match or "/" in collection or not 0 < int(match.group(2) or 19530) < 65536:
@@ -213,9 +216,9 @@ class MilvusSink:
     """The faces of an index folder, kept in a Milvus collection: one entity per face (no-face and unreadable
     images stay in Parquet only), upserted a Parquet part at a time.
 
-    The folder's `milvus-synced.json` notes, per target, the collection's id, the parts it holds and how many
-    faces: a collection dropped, recreated (another id where the server gives one) or holding fewer faces than
-    noted takes every part again."""
+    The folder's `milvus-synced.json` notes, per target, the collection's id and the parts it holds, each with
+    one of its faces' keys: once a run those keys are looked up, and a part whose face is gone (the collection
+    dropped, emptied, or recreated, by this folder's runs or anyone's) is upserted again."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -223,21 +226,32 @@ class MilvusSink:
         self._client: Any = None
         self.upserted = 0
         self.error: str | None = None  # the first failure of a run; later parts wait for the next run
-        self._checked = False  # the collection compared with the notes (once a run)
+        self._checked = False  # the notes checked against the collection (once a run)
 
-    def open(self, recognizer: str, dim: int) -> None:
-        """Connect, and refuse a collection of another recognizer or size: before anything is embedded."""
+    @property
+    def is_lite(self) -> bool:
+        return not self.address.startswith("http")
+
+    def open(self, recognizer: str, dim: int, folder: Path | None = None) -> None:
+        """Connect, and refuse a collection of another recognizer or size (and a milvus-lite database inside
+        the index `folder`, or holding it): before anything is embedded."""
         try:
             from pymilvus import MilvusClient
         except ImportError:
             raise ConfigError("a Milvus output needs pymilvus: pip install 'facelens[milvus]'") from None
         import logging
 
-        logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # milvus-lite's own noise, see gallery.milvus
-        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+        for noisy in ("grpc._server", "pymilvus", "milvus_lite"):  # their failures reach the user as one line
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
         self.recognizer, self.dim = recognizer, dim
+        if self.is_lite:
+            db = Path(self.address).resolve()
+            if folder is not None and (db == folder or folder in db.parents or db in folder.parents):
+                raise ConfigError(f"--out {self.uri}: keep the milvus-lite database and the output folder {folder} "
+                                  "apart (the folder is the record the database is rebuilt from)")
+            _check_lite_path(db, self.uri)
         try:
-            if self.address.endswith(".db"):
+            if self.is_lite:
                 Path(self.address).parent.mkdir(parents=True, exist_ok=True)
             token = os.environ.get("MILVUS_TOKEN", "")
             self._client = MilvusClient(self.address, token=token) if token else MilvusClient(self.address)
@@ -278,9 +292,16 @@ class MilvusSink:
         params.add_index("embedding", index_type="AUTOINDEX", metric_type="IP")  # L2-normalised: IP is cosine
         self._client.create_collection(self.collection, schema=schema, index_params=params)
 
-    def _count(self) -> int:
-        """Entities in the collection (exact: count(*) at strong consistency)."""
-        return int(self._client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+    def _still_held(self, parts: dict[str, str]) -> dict[str, str]:
+        """The noted parts whose sample face the collection still holds (parts without faces always)."""
+        samples = sorted({pk for pk in parts.values() if pk})
+        held: set[str] = set()
+        for start in range(0, len(samples), 500):
+            chunk = samples[start:start + 500]
+            rows = self._client.query(self.collection, filter=f"pk in {json.dumps(chunk)}", output_fields=["pk"],
+                                      limit=len(chunk))
+            held.update(row["pk"] for row in rows)
+        return {name: pk for name, pk in parts.items() if not pk or pk in held}
 
     def _collection_id(self) -> str:
         info = self._client.describe_collection(self.collection)
@@ -308,8 +329,6 @@ class MilvusSink:
     def sync(self, folder: Path) -> int:
         """Upsert every Parquet part of `folder` this collection lacks; returns the faces upserted. A failure
         is kept in `error` (the run goes on writing Parquet; the next run retries), not raised."""
-        import json
-
         if self.error:
             return 0
         key = f"{self.address}/{self.collection}"
@@ -318,16 +337,19 @@ class MilvusSink:
         try:
             exists = self._client.has_collection(self.collection)
             mine = state.get(key) if isinstance(state.get(key), dict) else {}
-            parts, faces = mine.get("parts"), mine.get("faces")
-            trusted = (exists and isinstance(parts, list) and all(isinstance(p, str) for p in parts)
-                       and isinstance(faces, int) and mine.get("id") == self._collection_id())
-            if trusted and not self._checked:  # milvus-lite gives no collection id: count what is there
-                trusted = self._count() >= faces
-            self._checked = True
-            synced = set(parts) if trusted else set()
+            parts = mine.get("parts")
+            if not (exists and isinstance(parts, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                               for k, v in parts.items())
+                    and mine.get("id") == self._collection_id()):
+                parts = {}
+            if not self._checked:  # milvus-lite gives no collection id: look the parts' faces up
+                parts = self._still_held(parts)
+                self._checked = True
+            synced: dict[str, str] = dict(parts)
             for part in sorted(folder.glob("*.parquet")):
                 if part.name in synced:
                     continue
+                sample = ""
                 try:
                     for entities in self._entities(part):
                         if not entities:
@@ -336,19 +358,22 @@ class MilvusSink:
                             self._create()
                         self._client.upsert(self.collection, entities)
                         count += len(entities)
+                        sample = entities[-1]["pk"]
                 except OSError:
                     continue  # unreadable (a part a killed writer left): set aside by the next run, not noted
                 except Exception as exc:
                     if type(exc).__module__.startswith("pyarrow"):
                         continue  # the same, as pyarrow reports it
                     raise
-                synced.add(part.name)
+                synced[part.name] = sample
                 exists = self._client.has_collection(self.collection)
-                state[key] = {"id": self._collection_id() if exists else "", "parts": sorted(synced),
-                              "faces": self._count() if exists else 0}
+                state[key] = {"id": self._collection_id() if exists else "", "parts": dict(sorted(synced.items()))}
                 tmp = folder / f"{MILVUS_STATE}.{uuid.uuid4().hex[:8]}.tmp"
-                tmp.write_text(json.dumps(state, indent=1))
-                os.replace(tmp, folder / MILVUS_STATE)
+                try:
+                    tmp.write_text(json.dumps(state, indent=1))
+                    os.replace(tmp, folder / MILVUS_STATE)
+                finally:
+                    tmp.unlink(missing_ok=True)
         except Exception as exc:
             self.error = (f"Milvus at {self.uri}: {_first_line(exc)}; the Parquet files are complete, and the "
                           "next run upserts what is missing")
@@ -363,14 +388,69 @@ class MilvusSink:
                 self._client = None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
+def _check_lite_path(db: Path, uri: str) -> None:
+    """One clear line for what milvus-lite would report as a logged traceback and "Open local milvus failed"."""
+    import fcntl
 
+    if db.exists() and not db.is_dir():
+        raise ConfigError(f"--out {uri}: {db} exists and is not a milvus-lite database")
+    parent = next((p for p in (db, *db.parents) if p.exists()), Path("/"))
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"--out {uri}: cannot write in {parent}")
+    lock = db / "LOCK"
+    try:  # this process' own milvus-lite server for the file (kept until exit) holds the lock: not another's
+        from milvus_lite.server_manager import server_manager_instance
+
+        served_here = os.path.abspath(db) in getattr(server_manager_instance, "_servers", {})
+    except ImportError:
+        served_here = False
+    if lock.is_file() and not served_here:
+        try:
+            with open(lock, "a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # milvus-lite's own lock; released at once
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        except BlockingIOError:
+            raise ConfigError(f"--out {uri}: {db} is in use by another process (milvus-lite opens a database from "
+                              "one process at a time)") from None
+        except OSError:
+            pass  # cannot tell: milvus-lite will say
+
+
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
         return value if isinstance(value, dict) else {}
     except (OSError, ValueError):
         return {}  # none yet, or unreadable: every part is upserted again (harmless, by primary key)
+
+
+LOCK_FILE = ".facelens-index.lock"
+
+
+def _open_outputs(out: str | os.PathLike[str], probe: IndexWorker,
+                  milvus: str | None) -> tuple[Path, MilvusSink | None, Any]:
+    """(folder, Milvus sink or None, the folder's lock): Milvus first, so a wrong address creates nothing; the
+    folder is locked for the run, so two runs never embed the same images into it twice."""
+    import fcntl
+
+    sink = MilvusSink(milvus) if milvus else None
+    if sink:
+        sink.open(probe.recognizer, probe.analyzer.recognizer_model.dim,
+                  Path(out).resolve() if str(out).strip() else None)
+    try:
+        folder = check_out(out)
+        lock = open(folder / LOCK_FILE, "a")  # noqa: SIM115 - held for the whole run, closed by the caller
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise ConfigError(f"{folder}: another facelens index run is writing to this folder; let it finish "
+                              "(a second run then skips what it did)") from None
+    except BaseException:
+        if sink:
+            sink.close()
+        raise
+    return folder, sink, lock
 
 
 def _write(out: Path, rows: list[dict[str, Any]]) -> None:
@@ -432,16 +512,14 @@ def index_local(paths: list[Path], out: str | os.PathLike[str], options: IndexOp
     n_threads = threads or default_threads()
     probe = IndexWorker(options)
     probe.analyzer.check_models()  # before anything is written: a setup error is not an image's error
-    folder = check_out(out)
+    folder, sink, lock = _open_outputs(out, probe, milvus)
     start = time.perf_counter()
     set_aside: list[str] = []
-    done = done_hashes(folder, probe.recognizer, set_aside)
-    sink = MilvusSink(milvus) if milvus else None
-    if sink:
-        sink.open(probe.recognizer, probe.analyzer.recognizer_model.dim)
     try:
+        done = done_hashes(folder, probe.recognizer, set_aside)
         summary = _index_chunks(paths, folder, options, n_threads, done, on_image, sink)
     finally:
+        lock.close()
         if sink:
             sink.close()
     summary.seconds = time.perf_counter() - start
@@ -513,13 +591,24 @@ def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOpt
         raise ConfigError("the Ray path needs Ray: pip install 'facelens[cluster]'") from None
     probe = IndexWorker(options)
     probe.analyzer.check_models()  # a setup error is one error here, not a row per image
-    folder = check_out(out)
+    # before the cluster starts: a wrong address is one error, nothing written
+    folder, sink, lock = _open_outputs(out, probe, milvus)
+    try:
+        return _index_on_ray(ray, sources, folder, options, address, workers, batch_size, probe, sink)
+    finally:
+        lock.close()
+
+
+def _index_on_ray(ray: Any, sources: list[str], folder: Path, options: IndexOptions, address: str, workers: int,
+                  batch_size: int, probe: IndexWorker, sink: MilvusSink | None) -> IndexSummary:
     start = time.perf_counter()
     set_aside: list[str] = []
-    done = done_hashes(folder, probe.recognizer, set_aside)
-    sink = MilvusSink(milvus) if milvus else None
-    if sink:  # before the cluster starts: a wrong address is one error, nothing written
-        sink.open(probe.recognizer, probe.analyzer.recognizer_model.dim)
+    try:
+        done = done_hashes(folder, probe.recognizer, set_aside)
+    except BaseException:
+        if sink:
+            sink.close()
+        raise
     started_here = False
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
@@ -534,6 +623,8 @@ def index_ray(sources: list[str], out: str | os.PathLike[str], options: IndexOpt
         try:
             ray.init(**kwargs)
         except Exception as exc:
+            if sink:
+                sink.close()
             reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise ConfigError(f"--ray {address}: cannot start or reach Ray ({reason})") from None
         started_here = True

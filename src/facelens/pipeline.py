@@ -147,7 +147,10 @@ class FaceAnalyzer:
         if not self.int8:
             return None
         if self.recognizer not in INT8_RECOGNIZERS:
-            raise ConfigError(f"int8 is available for {', '.join(INT8_RECOGNIZERS)}, not {self.recognizer}")
+            from facelens.profile import allowed
+
+            available = [name for name in INT8_RECOGNIZERS if allowed(name)]  # the clean profile's only
+            raise ConfigError(f"int8 is available for {', '.join(available)}, not {self.recognizer}")
         return INT8_RECOGNIZERS[self.recognizer]
 
     @property

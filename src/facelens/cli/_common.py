@@ -161,7 +161,7 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, typer.Exit):
         return exc.exit_code
     if isinstance(exc, FacelensError):
-        fail(str(exc))
+        fail(escape(str(exc)))  # its text names user paths, which may hold [brackets]
         return EXIT_ERROR
     if isinstance(exc, UnicodeError):
         # a command-line argument with bytes that are not UTF-8 (kept by Python as lone surrogates)
@@ -171,7 +171,7 @@ def exit_code_for(exc: BaseException) -> int:
         # the user's file system said no (a path in /proc, a full disk, no permission): their problem to
         # fix, so one line naming the file, not a bug report
         where = f"{exc.filename}: " if exc.filename else ""
-        fail(f"{where}{exc.strerror or exc}")
+        fail(escape(f"{where}{exc.strerror or exc}"))
         return EXIT_ERROR
     if isinstance(exc, KeyboardInterrupt):
         err.print("interrupted")
@@ -183,5 +183,5 @@ def exit_code_for(exc: BaseException) -> int:
     if type(exc).__name__ == "Abort":  # Ctrl-C or end of input at a question
         err.print("aborted; nothing changed")
         return 130
-    fail(f"unexpected {type(exc).__name__}: {exc} (please report this)")
+    fail(escape(f"unexpected {type(exc).__name__}: {exc} (please report this)"))
     return EXIT_ERROR

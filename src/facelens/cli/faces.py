@@ -236,6 +236,7 @@ def verify(
     det_size: DetSizeOpt = "auto",
     recognizer: RecognizerOpt = None,
     flip: FlipOpt = False,
+    int8: Int8Opt = False,
     min_quality: MinQualityOpt = None,
     subject: SubjectOpt = "main",
     json_out: JsonOpt = False,
@@ -243,7 +244,7 @@ def verify(
     """Same person? Exit 0 if so, 1 if not, 2 on error, 3 if a face is too poor to decide."""
     from facelens.verify import verify as verify_pair
 
-    analyzer = FaceAnalyzer(detector, recognizer, threads=1, flip=flip, det_size=det_size)
+    analyzer = FaceAnalyzer(detector, recognizer, threads=1, flip=flip, det_size=det_size, int8=int8)
     try:
         result = verify_pair(image_a, image_b, far=far, analyzer=analyzer, min_quality=min_quality, subject=subject)
     except QualityError as exc:
@@ -259,7 +260,7 @@ def verify(
     else:
         verdict = "[green]same person[/green]" if result.same else "[yellow]different people[/yellow]"
         out.print(f"{verdict}: similarity {result.similarity:.3f}, threshold {result.threshold:.3f} "
-                  f"(FAR {far:g}, {recognizer})", markup=True)
+                  f"(FAR {far:g}, {escape(analyzer.int8_model or analyzer.recognizer)})", markup=True)
     raise typer.Exit(EXIT_OK if result.same else EXIT_NEGATIVE)
 
 

@@ -34,7 +34,8 @@ def index(
     outputs: Annotated[list[str], typer.Option(
         "--out", help="output folder of Parquet files (created; a second run over it skips images already there, "
                       "by content hash); give --out twice to also upsert every face into Milvus: "
-                      "milvus://HOST:PORT[/COLLECTION] or milvus:///PATH.db[/COLLECTION] (milvus-lite)")],
+                      "milvus://HOST:PORT/COLLECTION or milvus:///ABSOLUTE/PATH.db/COLLECTION (milvus-lite; "
+                      "the collection may be left out: facelens_index)")],
     ray_address: Annotated[str | None, typer.Option(
         "--ray", help="run on Ray: 'local' (a Ray instance on this machine), 'auto' (inside a cluster) or "
                       "ray://HEAD:10001; without it, this machine's threads")] = None,
