@@ -165,9 +165,10 @@ def test_index_on_ray_gives_the_single_machine_rows(collection: Path, tmp_path: 
     for x, y in zip(a, b, strict=True):
         if x["embedding"] is not None:
             assert np.allclose(x["embedding"], y["embedding"], atol=1e-5)
-    # resumable on Ray too: nothing left to do
-    again = index_ray([str(collection)], on_ray, IndexOptions(), address="local", workers=2)
-    assert again.done == 0 and again.skipped == 9
+    # resumable on Ray too, with the sources given as a URI (read through pyarrow's filesystems, as s3:// or
+    # gs:// would be): nothing left to do
+    again = index_ray([collection.as_uri()], on_ray, IndexOptions(), address="local", workers=2)
+    assert again.images == 9 and again.done == 0 and again.skipped == 9
 
 
 def test_index_duplicates_other_recognizers_and_foreign_files(collection: Path, tmp_path: Path) -> None:
