@@ -110,6 +110,12 @@ class ModelEntry:
         return self.member.rsplit("/", 1)[-1]
 
 
+ARCFACE_INPUT = "112x112 crop warped by a similarity transform of the 5 landmarks to the ArcFace template"
+# each recognizer's INT8 build takes the same input as its fp32 file
+ARCFACE_PREPROCESSING = {"colour": "RGB", "mean": 127.5, "std": 127.5, "layout": "NCHW", "input": ARCFACE_INPUT}
+SFACE_PREPROCESSING = {"colour": "RGB", "scale": "raw 0..255 (no mean, no scale)", "layout": "NCHW",
+                       "input": ARCFACE_INPUT}
+
 _ENTRIES: list[ModelEntry] = [
     ModelEntry(
         name="scrfd-500m",
@@ -143,13 +149,7 @@ _ENTRIES: list[ModelEntry] = [
         licence=INSIGHTFACE_LICENCE,
         commercial="no",
         description="ArcFace MobileFaceNet trained on WebFace600K (buffalo_s recognizer): 512-d embedding",
-        preprocessing={
-            "colour": "RGB",
-            "mean": 127.5,
-            "std": 127.5,
-            "layout": "NCHW",
-            "input": "112x112 crop warped by a similarity transform of the 5 landmarks to the ArcFace template",
-        },
+        preprocessing=ARCFACE_PREPROCESSING,
         outputs="512-d vector; compare L2-normalised vectors by cosine similarity",
         metrics={"LFW (InsightFace model zoo, buffalo_s)": "99.70%"},
         default=True,
@@ -179,9 +179,7 @@ _ENTRIES: list[ModelEntry] = [
         commercial="no",
         description="arcface-mbf quantized to INT8 by facelens at pull time (static per-channel QDQ, onnxruntime): "
                     "the same embedding space, ~2x faster on CPUs with VNNI; `FaceAnalyzer(int8=True)`, `--int8`",
-        preprocessing={"colour": "RGB", "mean": 127.5, "std": 127.5, "layout": "NCHW",
-                       "input": "112x112 crop warped by a similarity transform of the 5 landmarks to the ArcFace "
-                                "template"},
+        preprocessing=ARCFACE_PREPROCESSING,
         outputs="512-d vector; compare L2-normalised vectors by cosine similarity (with arcface-mbf's thresholds)",
         metrics={"2,909 people_celeba portraits 250x250, 10-fold verification accuracy (fp32 96.98%)": "96.93%"},
         training_data='WebFace600K, a subset of WebFace260M (terms: non-commercial research)',
@@ -460,9 +458,7 @@ _ENTRIES += [
         commercial="yes",
         description="SFace MobileFaceNet-style recognizer: 128-d embedding; OpenCV Zoo's block-quantized file, "
                     "dequantized to fp32 and its 29 unused graph inputs removed by facelens at pull time",
-        preprocessing={"colour": "RGB", "scale": "raw 0..255 (no mean, no scale)", "layout": "NCHW",
-                       "input": "112x112 crop warped by a similarity transform of the 5 landmarks to the ArcFace "
-                                "template"},
+        preprocessing=SFACE_PREPROCESSING,
         outputs="128-d vector; compare L2-normalised vectors by cosine similarity",
         metrics={"LFW-style 3,000 pairs (shared/MODELS.md; w600k_mbf 99.57%)": "99.20%",
                  "people_celeba, 10-fold verification accuracy with YuNet + FaceMesh points (arcface-mbf 96.97%)":
@@ -490,9 +486,7 @@ _ENTRIES += [
         commercial="yes",
         description="sface quantized to INT8 by facelens at pull time (static per-channel QDQ, onnxruntime): the "
                     "same embedding space, faster on CPUs with VNNI; `--profile clean --int8`",
-        preprocessing={"colour": "RGB", "scale": "raw 0..255 (no mean, no scale)", "layout": "NCHW",
-                       "input": "112x112 crop warped by a similarity transform of the 5 landmarks to the ArcFace "
-                                "template"},
+        preprocessing=SFACE_PREPROCESSING,
         outputs="128-d vector; compare L2-normalised vectors by cosine similarity (with sface's thresholds)",
         metrics={"people_celeba, 10-fold verification accuracy, clean profile (sface fp32 95.81%)": "95.79%"},
         training_data="as sface",
