@@ -190,9 +190,7 @@ def parse_milvus(uri: str) -> tuple[str, str]:
     else:
         host, _, collection = rest.rstrip("/").partition("/")
         match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(?::(\d{1,5}))?", host)
-        if ".db" in rest.lower() and not match:
-            raise ConfigError(f"--out {uri}: a milvus-lite file takes an absolute path: milvus:///ABSOLUTE/PATH.db")
-        if host.lower().endswith(".db"):
+        if host.lower().endswith(".db") or (".db" in rest.lower() and not match):
             raise ConfigError(f"--out {uri}: a milvus-lite file takes an absolute path: milvus:///ABSOLUTE/PATH.db")
         if not match or "/" in collection or not 0 < int(match.group(2) or 19530) < 65536:
             raise ConfigError(f"--out {uri}: a Milvus server is milvus://HOST:PORT or milvus://HOST:PORT/COLLECTION")
@@ -240,10 +238,9 @@ class MilvusSink:
             from pymilvus import MilvusClient
         except ImportError:
             raise ConfigError("a Milvus output needs pymilvus: pip install 'facelens[milvus]'") from None
-        import logging
+        from facelens.gallery.milvus import quiet_milvus_logs
 
-        for noisy in ("grpc._server", "pymilvus", "milvus_lite"):  # their failures reach the user as one line
-            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+        quiet_milvus_logs()
         self.recognizer, self.dim = recognizer, dim
         if self.is_lite:
             db = Path(self.address).resolve()
@@ -337,11 +334,12 @@ class MilvusSink:
         count = 0
         try:
             exists = self._client.has_collection(self.collection)
+            collection_id = self._collection_id() if exists else ""
             mine = state.get(key) if isinstance(state.get(key), dict) else {}
             parts = mine.get("parts")
             if not (exists and isinstance(parts, dict) and all(isinstance(k, str) and isinstance(v, str)
                                                                for k, v in parts.items())
-                    and mine.get("id") == self._collection_id()):
+                    and mine.get("id") == collection_id):
                 parts = {}
             if not self._checked:  # milvus-lite gives no collection id: look the parts' faces up
                 parts = self._still_held(parts)
@@ -355,8 +353,9 @@ class MilvusSink:
                     for entities in self._entities(part):
                         if not entities:
                             continue
-                        if not self._client.has_collection(self.collection):
+                        if not exists:
                             self._create()
+                            exists, collection_id = True, self._collection_id()
                         self._client.upsert(self.collection, entities)
                         count += len(entities)
                         sample = entities[-1]["pk"]
@@ -367,8 +366,7 @@ class MilvusSink:
                         continue  # the same, as pyarrow reports it
                     raise
                 synced[part.name] = sample
-                exists = self._client.has_collection(self.collection)
-                state[key] = {"id": self._collection_id() if exists else "", "parts": dict(sorted(synced.items()))}
+                state[key] = {"id": collection_id, "parts": dict(sorted(synced.items()))}
                 tmp = folder / f"{MILVUS_STATE}.{uuid.uuid4().hex[:8]}.tmp"
                 try:
                     tmp.write_text(json.dumps(state, indent=1))
@@ -635,8 +633,7 @@ def _index_on_ray(ray: Any, sources: list[str], folder: Path, options: IndexOpti
                     continue
                 if sink:
                     sink.close()
-                reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-                raise ConfigError(f"--ray {address}: cannot start or reach Ray ({reason})") from None
+                raise ConfigError(f"--ray {address}: cannot start or reach Ray ({_first_line(exc)})") from None
         started_here = True
     try:
         context = ray.data.DataContext.get_current()

@@ -19,6 +19,18 @@ from facelens.gallery.store import GalleryError, SQLiteStore
 _BATCH = 4096
 
 
+def quiet_milvus_logs() -> None:
+    """Silence the Milvus client libraries' own log lines: their failures reach the user as one error.
+
+    milvus-lite's in-process gRPC server logs a traceback for calls it does not implement (timestamp
+    allocation), which pymilvus then works around, and milvus-lite logs its own traceback before pymilvus
+    raises "Open local milvus failed" (a database held by another process, say)."""
+    import logging
+
+    for name in ("grpc._server", "pymilvus", "milvus_lite"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 class MilvusIndex:
     def __init__(self, uri: str, collection: str = "faces") -> None:
         self.uri = uri
@@ -36,12 +48,7 @@ class MilvusIndex:
                 from pymilvus import MilvusClient
             except ImportError:
                 raise GalleryError("this gallery uses Milvus: pip install 'facelens[milvus]'") from None
-            import logging
-
-            # milvus-lite's in-process gRPC server logs a traceback for calls it does not implement
-            # (timestamp allocation), which pymilvus then works around: not the user's concern.
-            logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-            logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # failures reach the user as GalleryError
+            quiet_milvus_logs()
             try:
                 self._client = MilvusClient(self.uri)
             except Exception as exc:  # pymilvus raises its own hierarchy plus gRPC errors
