@@ -34,8 +34,8 @@ DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
 
 # faces per calibration pass: bounds a pull's memory (4-5 GB measured) while the first pass still sees nearly the
 # largest activations. Fed one face at a time, the first face's range set a bin width so fine that the 99.999th
-# percentile clipped more: arcface-mbf-int8 lost 0.11 points of accuracy on people_celeba against 0.07 in one
-# pass (measured, benchmarks/bench_throughput.py)
+# percentile clipped more: arcface-mbf-int8 lost 0.11 points of accuracy on people_celeba, against 0.06 in
+# passes of 32 (measured, benchmarks/bench_throughput.py)
 CALIBRATION_CHUNK = 32
 
 
@@ -189,30 +189,41 @@ def quantize_recognizer(source: Path, dest: Path, calibration_crops: np.ndarray,
 def build_int8_recognizer(entry: Any, sources: Path, source: Path, dest: Path) -> dict[str, float]:
     """The pull-time "int8" conversion of a registry entry: find the faces of the calibration photos with the
     fp32 detector file shipped beside the recognizer (SCRFD, or YuNet for the licence-clean SFace, so its
-    build opens no non-commercial file), align them on the detector's five points, quantize."""
-    import onnxruntime as ort
-
-    from facelens.align import norm_crop
+    build opens no non-commercial file), align them on the detector's five points, quantize. Repaired copies
+    of OpenCV Zoo's files live in a temporary folder, gone however the build ends."""
     from facelens.detect.scrfd import SCRFD
     from facelens.detect.yunet import YuNet
-    from facelens.io import load_image
     from facelens.models.onnxfix import repair
 
     convert = entry.convert
-    detector_file = sources / convert["detector"]
-    # OpenCV Zoo's files (YuNet, SFace) are repaired first, as their own entries are at pull
-    if convert.get("detector_kind") == "yunet":
-        repaired = dest.with_name(dest.name + ".detector.onnx")
-        repair(detector_file, repaired, dynamic_hw=True)
-        detector_file = repaired
-    if convert.get("repair"):
-        repaired_source = dest.with_name(dest.name + ".source.onnx")
-        repair(source, repaired_source)
-        source = repaired_source
+    yunet = convert.get("detector_kind") == "yunet"
+    with tempfile.TemporaryDirectory(prefix="facelens-int8-build-") as tmp:
+        detector_file, model_file = sources / convert["detector"], source
+        # OpenCV Zoo's files (YuNet, SFace) are repaired first, as their own entries are at pull
+        if yunet:
+            detector_file = Path(tmp) / "detector.onnx"
+            repair(sources / convert["detector"], detector_file, dynamic_hw=True)
+        if convert.get("repair"):
+            model_file = Path(tmp) / "recognizer.onnx"
+            repair(source, model_file)
+        crops = _calibration_faces(entry, sources, detector_file, YuNet if yunet else SCRFD)
+        if not crops:
+            from facelens.errors import ModelIntegrityError
+
+            raise ModelIntegrityError(f"{entry.name}: no calibration face found; not installed")
+        return quantize_recognizer(model_file, dest, np.stack(crops), convert["mean"], convert["scale"])
+
+
+def _calibration_faces(entry: Any, sources: Path, detector_file: Path, base: type) -> list[np.ndarray]:
+    """Aligned 112x112 crops of every face the detector file finds in the entry's calibration photos."""
+    import onnxruntime as ort
+
+    from facelens.align import norm_crop
+    from facelens.io import load_image
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(detector_file), opts, providers=["CPUExecutionProvider"])
-    base = YuNet if convert.get("detector_kind") == "yunet" else SCRFD
 
     class FileDetector(base):  # type: ignore[misc, valid-type]  # the checked file in hand, not the cache's
         def _session(self) -> object:
@@ -220,17 +231,7 @@ def build_int8_recognizer(entry: Any, sources: Path, source: Path, dest: Path) -
 
     detector = FileDetector()
     crops = []
-    for name in convert["calibration"]:
+    for name in entry.convert["calibration"]:
         image = load_image(sources / name)
         crops += [norm_crop(image, face.landmarks) for face in detector.detect(image) if face.landmarks is not None]
-    if detector_file != sources / convert["detector"]:
-        detector_file.unlink(missing_ok=True)
-    try:
-        if not crops:
-            from facelens.errors import ModelIntegrityError
-
-            raise ModelIntegrityError(f"{entry.name}: no calibration face found; not installed")
-        return quantize_recognizer(source, dest, np.stack(crops), convert["mean"], convert["scale"])
-    finally:
-        if convert.get("repair"):
-            source.unlink(missing_ok=True)
+    return crops

@@ -206,9 +206,6 @@ def pull(
     for e in entries:
         if e not in todo:
             notify(e.name, "already installed")
-    by_dist: dict[Distribution, list[ModelEntry]] = {}
-    for e in todo:
-        by_dist.setdefault(e.distribution, []).append(e)
     paths = [cached_path(e) for e in bundled] + [cached_path(e) for e in entries if e not in todo]
     with tempfile.TemporaryDirectory(prefix="facelens-pull-") as tmp:
         archives: dict[Distribution, Path] = {}
@@ -227,11 +224,9 @@ def pull(
                 archives[dist] = archive
             return archives[dist]
 
-        for dist, group in by_dist.items():
-            for e in group:
-                archive = fetch(dist, e.name)
-                paths.append(_install_from(archive, e, lambda other, name=e.name: fetch(other, name)))
-                notify(e.name, f"installed ({paths[-1].stat().st_size / 1e6:.1f} MB)")
+        for e in todo:  # `fetch` keeps each archive: a distribution is fetched once however many entries use it
+            paths.append(_install_from(fetch(e.distribution, e.name), e, lambda other, name=e.name: fetch(other, name)))
+            notify(e.name, f"installed ({paths[-1].stat().st_size / 1e6:.1f} MB)")
     return paths
 
 
